@@ -1,0 +1,31 @@
+"""Typed errors raised by the engines; messages are meant for the user."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error an engine raises on purpose."""
+
+
+class UnknownEffect(EngineError):
+    """The effect name is not one facestream knows."""
+
+
+class InvalidParams(EngineError):
+    """An effect parameter is missing, of the wrong type or out of range."""
+
+
+class EffectUnavailable(EngineError):
+    """The effect exists but cannot run here (missing weights, package or source face)."""
+
+
+class ModelLoadError(EngineError):
+    """A model file is missing, unreadable or not what it claims to be."""
+
+
+class NoFaceFound(EngineError):
+    """An image that must hold a face holds none."""
+
+
+class TooManyFaces(EngineError):
+    """An image that must hold exactly one face holds several."""

@@ -1,0 +1,52 @@
+"""Server settings (pydantic-settings, environment prefix FACESTREAM_).
+
+Built once in the app's lifespan (or by the CLI), never at import time.
+Example: FACESTREAM_PORT=9000 FACESTREAM_DETECT_EVERY=5 facestream serve
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+Backend = Literal["auto", "eager", "inductor", "tensorrt"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACESTREAM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    device: Device = "auto"
+    backend: Backend = "auto"
+    weights_dir: Path = PROJECT_ROOT / "weights"
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "facestream",
+        description="uploaded faces, conversion jobs and their results",
+    )
+
+    # Detection and tracking
+    detect_every: int = Field(5, ge=1, le=300, description="full detection every N frames")
+    smoothing: float = Field(0.5, ge=0.0, le=1.0, description="0 = raw boxes, 1 = heaviest smoothing")
+    min_face_size: int = Field(40, ge=12, le=1000, description="smallest face, pixels")
+
+    # Sessions
+    max_sessions: int = Field(8, ge=1, le=1000)
+    max_sessions_per_client: int = Field(4, ge=1, le=1000)
+
+    # Responsible use
+    label_swaps: bool = Field(True, description="draw the visible 'AI-modified' label on swapped output")
+
+    def resolved_device(self) -> str:
+        """'cpu' or 'cuda' for 'auto', by whether CUDA is usable here (imports torch)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
