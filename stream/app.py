@@ -1,0 +1,76 @@
+"""The FastAPI app: `create_app(settings)`; services are built in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from engines.effects.base import EffectResources
+from stream.errors import install_error_handlers
+from stream.metrics import Metrics
+from stream.models import SharedModels
+from stream.services import Services
+from stream.sessions import SessionManager
+from stream.settings import Settings
+from stream.worker import ModelWorker
+
+logger = logging.getLogger(__name__)
+
+# One router per resource; each module defines `router`.
+_ROUTERS = (
+    "stream.routes.health",
+    "stream.routes.sessions",
+    "stream.routes.faces",
+    "stream.routes.jobs",
+    "stream.routes.whip",
+    "stream.routes.pages",
+)
+
+
+def build_services(settings: Settings) -> Services:
+    """Worker, models, stores and the session manager for one server."""
+    from stream.face_store import FaceStore
+
+    device = settings.resolved_device()
+    worker = ModelWorker(device)
+    models = SharedModels(settings, device)
+    metrics = Metrics()
+    faces = FaceStore(settings.data_dir / "faces")
+    resources = EffectResources(weights_dir=settings.weights_dir, device=device, source_faces=faces)
+    sessions = SessionManager(
+        worker, models, metrics, resources, settings.max_sessions, settings.max_sessions_per_client
+    )
+    return Services(settings, worker, models, metrics, faces, sessions)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The facestream server. `settings` default: read from FACESTREAM_* at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings or Settings())
+        app.state.services = services
+        logger.info("facestream serving on %s", services.worker.device)
+        try:
+            yield
+        finally:
+            await services.sessions.close_all()
+            services.worker.shutdown()
+            logger.info("facestream stopped")
+
+    app = FastAPI(title="facestream", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    for module_name in _ROUTERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            logger.debug("router %s not present", module_name)
+            continue
+        app.include_router(module.router)
+    return app

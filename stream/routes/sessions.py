@@ -1,0 +1,69 @@
+"""POST /offer, GET/PATCH/DELETE /sessions/{id}: browser WebRTC sessions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiortc import RTCSessionDescription
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from stream.deps import ServicesDep
+from stream.sessions import EffectChoice
+
+router = APIRouter()
+
+
+class EffectBody(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OfferBody(BaseModel):
+    sdp: str = Field(min_length=1)
+    type: Literal["offer"]
+    effect: EffectBody = Field(default_factory=lambda: EffectBody(name="none"))
+
+
+class AnswerBody(BaseModel):
+    sdp: str
+    type: Literal["answer"]
+    session_id: str
+
+
+class PatchBody(BaseModel):
+    effect: EffectBody
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/offer")
+async def offer(body: OfferBody, request: Request, services: ServicesDep) -> AnswerBody:
+    choice = EffectChoice(body.effect.name, body.effect.params)
+    try:
+        session, answer = await services.sessions.create(
+            RTCSessionDescription(sdp=body.sdp, type=body.type), choice, client_of(request)
+        )
+    except ValueError as error:
+        raise HTTPException(400, detail=f"unusable offer: {error}") from error
+    return AnswerBody(sdp=answer.sdp, type="answer", session_id=session.id)
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: str, services: ServicesDep) -> dict[str, Any]:
+    return services.sessions.get(session_id).describe()
+
+
+@router.patch("/sessions/{session_id}")
+async def patch_session(session_id: str, body: PatchBody, services: ServicesDep) -> dict[str, Any]:
+    choice = EffectChoice(body.effect.name, body.effect.params)
+    session = await services.sessions.update_effect(session_id, choice)
+    return session.describe()
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, services: ServicesDep) -> Response:
+    await services.sessions.close(session_id)
+    return Response(status_code=204)
