@@ -29,3 +29,7 @@ class NoFaceFound(EngineError):
 
 class TooManyFaces(EngineError):
     """An image that must hold exactly one face holds several."""
+
+
+class InvalidDataset(EngineError):
+    """A training data folder is missing, empty or not an extract folder."""
