@@ -33,3 +33,15 @@ class TooManyFaces(EngineError):
 
 class InvalidDataset(EngineError):
     """A training data folder is missing, empty or not an extract folder."""
+
+
+class BackendUnavailable(EngineError):
+    """A compile backend (TensorRT, torch.compile) cannot run here, or the device is unusable."""
+
+
+class EngineBuildError(EngineError):
+    """Compiling or loading a model engine failed."""
+
+
+class BatchRejected(EngineError):
+    """A batching scheduler refused a request: its queue is full or it is shut down."""
