@@ -45,3 +45,7 @@ class EngineBuildError(EngineError):
 
 class BatchRejected(EngineError):
     """A batching scheduler refused a request: its queue is full or it is shut down."""
+
+
+class InvalidImage(EngineError, ValueError):
+    """An image given to an engine is not what it takes (shape, dtype, colour channels)."""
