@@ -94,6 +94,10 @@ class ProcessedVideoTrack(MediaStreamTrack):
         return self._slot.dropped
 
     @property
+    def reader_done(self) -> bool:
+        return self._reader.done()
+
+    @property
     def queued(self) -> int:
         """Frames waiting to be processed: 0 or 1, never more."""
         return len(self._slot)
