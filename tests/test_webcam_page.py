@@ -1,0 +1,77 @@
+"""The webcam filter page in real headless Chromium with a fake camera."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser_helpers import chromium
+from conftest import load_rgb, portrait_path
+from PIL import Image
+from server_helpers import running_server
+from synthetic import linear_path, make_clip, write_y4m
+from webrtc_helpers import saturation
+
+from stream.settings import Settings
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+
+def element_pixels(page: object, selector: str) -> np.ndarray:
+    png = page.locator(selector).screenshot()  # type: ignore[attr-defined]
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_page_plays_processed_video(tmp_path: Path) -> None:
+    portrait = load_rgb(portrait_path("angelina_jolie"), 640)
+    clip = make_clip(portrait, linear_path(60, (250, 240), (390, 240)), portrait_height=320)
+    camera = tmp_path / "camera.y4m"
+    write_y4m(str(camera), clip.frames, fps=30)
+
+    with running_server(Settings(data_dir=tmp_path)) as server, chromium(camera) as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server.url + "/?effect=sketch")
+        page.wait_for_function("document.querySelectorAll('#effect option').length > 3")
+        assert page.locator("#effect").input_value() == "sketch"
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('remote').currentTime > 0.5", timeout=60_000
+        )
+        first = page.evaluate("document.getElementById('remote').currentTime")
+        page.wait_for_timeout(1500)
+        later = page.evaluate("document.getElementById('remote').currentTime")
+        assert later > first + 0.5, "processed video is not playing"
+        assert int(page.locator("#fps").inner_text()) > 0
+        page.wait_for_function("document.getElementById('rtt').textContent !== '–'", timeout=10_000)
+        assert page.locator("#session").inner_text() != "–"
+
+        # The processed video is a grey pencil drawing; the camera preview is in colour.
+        camera_view = element_pixels(page, "#local")
+        processed = element_pixels(page, "#remote")
+        assert saturation(camera_view) > 15
+        assert saturation(processed) < 5
+
+        # A live switch over the data channel brings colour back.
+        page.select_option("#effect", "cartoon")
+        page.wait_for_timeout(1500)
+        assert saturation(element_pixels(page, "#remote")) > 15
+        assert not page.locator("#error").is_visible()
+        page.click("#stop")
+        page.wait_for_function("document.getElementById('status').textContent === 'idle'")
+        page.wait_for_timeout(500)
+        assert len(server.app.state.services.sessions) == 0
+
+
+def test_page_reports_refused_camera(tmp_path: Path) -> None:
+    """Without a camera permission the page says so instead of failing silently."""
+    with running_server(Settings(data_dir=tmp_path)) as server, chromium(None) as browser:
+        context = browser.new_context(permissions=[])
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_function("document.querySelectorAll('#effect option').length > 3")
+        page.click("#start")
+        page.wait_for_selector("#error:not([hidden])", timeout=20_000)
+        message = page.locator("#error").inner_text()
+        assert "camera" in message.lower()
