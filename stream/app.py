@@ -13,6 +13,7 @@ from engines.effects.base import EffectResources
 from stream.errors import install_error_handlers
 from stream.metrics import Metrics
 from stream.models import SharedModels
+from stream.security import SecurityMiddleware
 from stream.services import Services
 from stream.sessions import SessionManager
 from stream.settings import Settings
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="facestream", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(SecurityMiddleware, settings=settings)
     for module_name in _ROUTERS:
         try:
             module = importlib.import_module(module_name)

@@ -16,6 +16,8 @@ from engines.errors import (
     TooManyFaces,
     UnknownEffect,
 )
+from stream.sdp_check import InvalidSDP
+from stream.security import EmptyUpload, Unauthorized, UnsupportedMediaType
 from stream.sessions import SessionLimitReached, SessionNotFound
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (EngineError, 422),
     (SessionNotFound, 404),
     (SessionLimitReached, 429),
+    (InvalidSDP, 400),
+    (EmptyUpload, 400),
+    (Unauthorized, 401),
+    (UnsupportedMediaType, 415),
 )
 
 
@@ -44,6 +50,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def typed_error(_request: Request, error: Exception) -> JSONResponse:
         status = _status_of(error)
         headers = {"Retry-After": "10"} if status == 429 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="facestream"'}
         return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

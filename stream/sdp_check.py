@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import CODECS
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.rtcpeerconnection import find_common_codecs
 
 MAX_SDP_BYTES = 64 * 1024
@@ -31,6 +32,16 @@ _FINGERPRINT = re.compile(
 )
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")
 _SETUP = {"actpass", "active", "passive", "holdconn"}
+
+
+# What an unusable offer raises, in aiortc or here: answered 400, not 500.
+OFFER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    InternalError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
 
 
 class InvalidSDP(ValueError):

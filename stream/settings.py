@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -42,6 +42,25 @@ class Settings(BaseSettings):
 
     # Responsible use
     label_swaps: bool = Field(True, description="draw the visible 'AI-modified' label on swapped output")
+    c2pa_cert: Path | None = Field(default=None, description="PEM chain that signs C2PA manifests")
+    c2pa_key: Path | None = Field(default=None, description="PEM private key of c2pa_cert")
+    c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
+
+    # Security (stream/security): Bearer tokens, CORS, request size limits
+    api_tokens: list[str] = Field(default_factory=list, description='JSON: ["<16+ chars>"]')
+    require_auth: bool | None = Field(default=None, description="None: unless host is loopback")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call")
+    max_offer_bytes: int = Field(default=64 * 1024, ge=1024, le=1 << 20, description="SDP bodies")
+    max_image_bytes: int = Field(default=10 << 20, ge=1 << 10, description="POST /faces uploads")
+    max_video_bytes: int = Field(default=512 << 20, ge=1 << 10, description="POST /jobs uploads")
+    max_body_bytes: int = Field(default=1 << 20, ge=1 << 10, description="any other request body")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        from stream.security import check_settings
+
+        check_settings(self)
+        return self
 
     def resolved_device(self) -> str:
         """'cpu' or 'cuda' for 'auto', by whether CUDA is usable here (imports torch)."""

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from stream.deps import ServicesDep
+from stream.sdp_check import OFFER_ERRORS, check_offer_sdp
 from stream.sessions import EffectChoice
 
 router = APIRouter()
@@ -43,10 +44,11 @@ def client_of(request: Request) -> str:
 async def offer(body: OfferBody, request: Request, services: ServicesDep) -> AnswerBody:
     choice = EffectChoice(body.effect.name, body.effect.params)
     try:
+        check_offer_sdp(body.sdp, services.settings.max_offer_bytes)
         session, answer = await services.sessions.create(
             RTCSessionDescription(sdp=body.sdp, type=body.type), choice, client_of(request)
         )
-    except ValueError as error:
+    except OFFER_ERRORS as error:
         raise HTTPException(400, detail=f"unusable offer: {error}") from error
     return AnswerBody(sdp=answer.sdp, type="answer", session_id=session.id)
 
