@@ -16,8 +16,8 @@ from typing import Any
 import av
 import numpy as np
 from av import VideoFrame
-from benchmarks.common import machine, webcam_clip
 
+from benchmarks.common import machine, webcam_clip
 from engines.effects.base import EffectResources
 from engines.effects.registry import build_effect, get_effect_spec
 from stream.models import SharedModels
@@ -43,7 +43,9 @@ def vp8_packets(frames: list[np.ndarray]) -> list[av.Packet]:
     return packets
 
 
-def run_path(packets: list[av.Packet], size: tuple[int, int], pipeline: EffectPipeline | None) -> dict[str, float]:
+def run_path(
+    packets: list[av.Packet], size: tuple[int, int], pipeline: EffectPipeline | None
+) -> dict[str, float]:
     """Mean ms per frame of each step: decode, to_rgb, <stages>, from_rgb, encode, total."""
     decoder = av.CodecContext.create("libvpx", "r")
     encoder = av.CodecContext.create("libvpx", "w")
@@ -90,12 +92,20 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             spec = get_effect_spec(name)
             effect = build_effect(name, {}, EffectResources(weights_dir=settings.weights_dir))
             pipeline = EffectPipeline(spec, effect, models.stage_factories())
-            rows.append(_row(size_text, name, run_path(packets, (width, height), pipeline), reference))
+            rows.append(
+                _row(size_text, name, run_path(packets, (width, height), pipeline), reference)
+            )
     return rows
 
 
-def _row(size: str, effect: str, timing: dict[str, float], reference: dict[str, float]) -> dict[str, Any]:
-    stages = {k: v for k, v in timing.items() if k not in {"decode", "to_rgb", "from_rgb", "encode", "total"}}
+def _row(
+    size: str, effect: str, timing: dict[str, float], reference: dict[str, float]
+) -> dict[str, Any]:
+    stages = {
+        k: v
+        for k, v in timing.items()
+        if k not in {"decode", "to_rgb", "from_rgb", "encode", "total"}
+    }
     return {
         "size": size,
         "effect": effect,

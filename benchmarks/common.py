@@ -67,7 +67,9 @@ class Timing:
     @classmethod
     def of(cls, seconds: list[float]) -> Timing:
         ms = sorted(s * 1000 for s in seconds)
-        return cls(statistics.fmean(ms), ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.95))])
+        return cls(
+            statistics.fmean(ms), ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+        )
 
 
 def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> Timing:

@@ -14,7 +14,9 @@ import numpy as np
 def _as_float_array(value: np.ndarray, shape_tail: tuple[int, ...], what: str) -> np.ndarray:
     array = np.asarray(value, dtype=np.float32)
     if array.ndim != 1 + len(shape_tail) or array.shape[1:] != shape_tail:
-        raise ValueError(f"{what} must have shape (N, {', '.join(map(str, shape_tail))}), got {array.shape}")
+        raise ValueError(
+            f"{what} must have shape (N, {', '.join(map(str, shape_tail))}), got {array.shape}"
+        )
     return array
 
 
@@ -92,7 +94,11 @@ class Face:
     def from_detections(cls, detections: Detections) -> list[Face]:
         """Untracked faces (track_id -1) from a detector result, e.g. for a still image."""
         return [
-            cls(track_id=-1, box=detections.boxes[i], landmarks5=detections.landmarks[i],
-                score=float(detections.scores[i]))
+            cls(
+                track_id=-1,
+                box=detections.boxes[i],
+                landmarks5=detections.landmarks[i],
+                score=float(detections.scores[i]),
+            )
             for i in range(len(detections))
         ]

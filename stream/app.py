@@ -35,6 +35,7 @@ _ROUTERS = (
 def build_services(settings: Settings) -> Services:
     """Worker, models, stores and the session manager for one server."""
     from stream.face_store import FaceStore
+    from stream.jobs import JobManager
 
     device = settings.resolved_device()
     worker = ModelWorker(device)
@@ -45,7 +46,8 @@ def build_services(settings: Settings) -> Services:
     sessions = SessionManager(
         worker, models, metrics, resources, settings.max_sessions, settings.max_sessions_per_client
     )
-    return Services(settings, worker, models, metrics, faces, sessions)
+    jobs = JobManager(settings, resources, settings.job_max_pending, settings.job_retention_s)
+    return Services(settings, worker, models, metrics, faces, sessions, jobs)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings or Settings())
         app.state.services = services
+        await services.jobs.start()
         logger.info("facestream serving on %s", services.worker.device)
         try:
             yield
         finally:
+            await services.jobs.shutdown()
             await services.sessions.close_all()
             services.worker.shutdown()
             logger.info("facestream stopped")

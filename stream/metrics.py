@@ -14,19 +14,30 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.sessions = Gauge("facestream_sessions", "live WebRTC sessions", registry=self.registry)
         self.frames_in = Counter("facestream_frames_in", "frames received", registry=self.registry)
-        self.frames_out = Counter("facestream_frames_out", "frames sent processed", registry=self.registry)
+        self.frames_out = Counter(
+            "facestream_frames_out", "frames sent processed", registry=self.registry
+        )
         self.frames_dropped = Counter(
-            "facestream_frames_dropped", "stale frames dropped (latest-frame-wins)", registry=self.registry
+            "facestream_frames_dropped",
+            "stale frames dropped (latest-frame-wins)",
+            registry=self.registry,
         )
         self.stage_seconds = Histogram(
-            "facestream_stage_seconds", "time per frame in a pipeline stage", ["stage"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "facestream_stage_seconds",
+            "time per frame in a pipeline stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.frame_seconds = Histogram(
-            "facestream_frame_seconds", "time from frame received to frame processed",
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "facestream_frame_seconds",
+            "time from frame received to frame processed",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.errors = Counter("facestream_errors", "errors by kind", ["kind"], registry=self.registry)
+        self.errors = Counter(
+            "facestream_errors", "errors by kind", ["kind"], registry=self.registry
+        )
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)

@@ -37,12 +37,18 @@ class SharedModels:
 
     def stage_factories(self) -> StageFactories:
         """Factories for the stages of one new session or file."""
-        return StageFactories(face=self._face_stage, landmarks68=self._landmark_stage, label=self._label_stage)
+        return StageFactories(
+            face=self._face_stage, landmarks68=self._landmark_stage, label=self._label_stage
+        )
 
     def _face_stage(self) -> Stage:
         from stream.face_stage import FaceStage
 
-        return FaceStage(self.detector, detect_every=self.settings.detect_every, smoothing=self.settings.smoothing)
+        return FaceStage(
+            self.detector,
+            detect_every=self.settings.detect_every,
+            smoothing=self.settings.smoothing,
+        )
 
     def _landmark_stage(self) -> Stage:
         from stream.landmark_stage import LandmarkStage

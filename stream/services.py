@@ -13,6 +13,7 @@ from stream.worker import ModelWorker
 
 if TYPE_CHECKING:
     from stream.face_store import FaceStore
+    from stream.jobs import JobManager
     from stream.sessions import SessionManager
 
 
@@ -30,6 +31,7 @@ class Services:
     metrics: Metrics
     faces: FaceStore
     sessions: SessionManager
+    jobs: JobManager
 
     def effect_resources(self) -> EffectResources:
         """Resources an effect is built with: weights folder, device, uploaded faces."""

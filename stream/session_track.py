@@ -77,7 +77,11 @@ class ProcessedVideoTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(
-        self, source: MediaStreamTrack, pipeline: EffectPipeline, worker: ModelWorker, metrics: Metrics
+        self,
+        source: MediaStreamTrack,
+        pipeline: EffectPipeline,
+        worker: ModelWorker,
+        metrics: Metrics,
     ) -> None:
         super().__init__()
         self.source = source

@@ -55,7 +55,9 @@ class EffectChoice:
 class Session:
     """One peer: its connection, its processed track and its pipeline."""
 
-    def __init__(self, session_id: str, client: str, pc: RTCPeerConnection, pipeline: EffectPipeline) -> None:
+    def __init__(
+        self, session_id: str, client: str, pc: RTCPeerConnection, pipeline: EffectPipeline
+    ) -> None:
         self.id = session_id
         self.client = client
         self.pc = pc
@@ -115,19 +117,29 @@ class SessionManager:
     def check_capacity(self, client: str) -> None:
         """Raise SessionLimitReached when a new session for `client` would exceed a limit."""
         if len(self._sessions) >= self._max_sessions:
-            raise SessionLimitReached(f"the server is at its limit of {self._max_sessions} sessions")
+            raise SessionLimitReached(
+                f"the server is at its limit of {self._max_sessions} sessions"
+            )
         own = sum(1 for s in self._sessions.values() if s.client == client)
         if own >= self._max_per_client:
-            raise SessionLimitReached(f"this client already has {own} sessions (limit {self._max_per_client})")
+            raise SessionLimitReached(
+                f"this client already has {own} sessions (limit {self._max_per_client})"
+            )
 
     async def _build_pipeline(self, choice: EffectChoice) -> EffectPipeline:
         spec = get_effect_spec(choice.name)
         spec.validate(choice.params)  # fail fast on the loop, before any model work
         effect = await self._worker.run(build_effect, choice.name, choice.params, self._resources)
-        return EffectPipeline(spec, effect, self._models.stage_factories(), self._metrics.observe_stage)
+        return EffectPipeline(
+            spec, effect, self._models.stage_factories(), self._metrics.observe_stage
+        )
 
     async def create(
-        self, offer: RTCSessionDescription, choice: EffectChoice, client: str, send_back: bool = True
+        self,
+        offer: RTCSessionDescription,
+        choice: EffectChoice,
+        client: str,
+        send_back: bool = True,
     ) -> tuple[Session, RTCSessionDescription]:
         """Answer `offer`; the answer's video track is the processed offer video (when `send_back`).
 
@@ -160,15 +172,21 @@ class SessionManager:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind != "video" or session.track is not None:
                 return
-            session.track = ProcessedVideoTrack(track, session.pipeline, self._worker, self._metrics)
+            session.track = ProcessedVideoTrack(
+                track, session.pipeline, self._worker, self._metrics
+            )
             if send_back:
                 pc.addTrack(session.subscribe())
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == "control":
-                channel.on("message", lambda message: asyncio.ensure_future(
-                    self._on_control(session, channel, message)))
+                channel.on(
+                    "message",
+                    lambda message: asyncio.ensure_future(
+                        self._on_control(session, channel, message)
+                    ),
+                )
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -220,4 +238,6 @@ class SessionManager:
         session.closed.set()
 
     async def close_all(self) -> None:
-        await asyncio.gather(*(self.close(sid) for sid in list(self._sessions)), return_exceptions=True)
+        await asyncio.gather(
+            *(self.close(sid) for sid in list(self._sessions)), return_exceptions=True
+        )

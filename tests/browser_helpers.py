@@ -25,7 +25,9 @@ BASE_FLAGS = (
 
 def require_chromium() -> None:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+        pytest.fail(
+            "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        )
 
 
 @contextmanager

@@ -27,11 +27,14 @@ def background(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A textured, non-uniform RGB background (gradient + soft blobs), deterministic."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([
-        90 + 60 * xx / width,
-        110 + 40 * yy / height,
-        130 - 50 * xx / width,
-    ], axis=-1)
+    base = np.stack(
+        [
+            90 + 60 * xx / width,
+            110 + 40 * yy / height,
+            130 - 50 * xx / width,
+        ],
+        axis=-1,
+    )
     noise = cv2.GaussianBlur(rng.normal(0, 25, (height, width, 3)).astype(np.float32), (0, 0), 9)
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
@@ -66,20 +69,29 @@ def make_clip(
     for (cx, cy), scale, hidden in zip(centres, scales, occluded, strict=True):
         ph = portrait_height * float(scale)
         pw = ph * aspect
-        matrix = np.array([
-            [pw / portrait.shape[1], 0, cx - pw / 2],
-            [0, ph / portrait.shape[0], cy - ph / 2],
-        ], np.float32)
+        matrix = np.array(
+            [
+                [pw / portrait.shape[1], 0, cx - pw / 2],
+                [0, ph / portrait.shape[0], cy - ph / 2],
+            ],
+            np.float32,
+        )
         frame = cv2.warpAffine(
-            portrait, matrix, (width, height), dst=back.copy(),
-            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT,
+            portrait,
+            matrix,
+            (width, height),
+            dst=back.copy(),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
         )
         if hidden:
             y0, y1 = int(cy - ph * 0.35), int(cy + ph * 0.35)
             x0, x1 = int(cx - pw * 0.45), int(cx + pw * 0.45)
-            frame[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 128
+            frame[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 128
         frames.append(frame)
-    return Clip(frames=frames, centres=np.asarray(centres, np.float32), scales=scales, occluded=occluded)
+    return Clip(
+        frames=frames, centres=np.asarray(centres, np.float32), scales=scales, occluded=occluded
+    )
 
 
 def write_y4m(path: str, frames: list[np.ndarray], fps: int = 30) -> None:

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(180)
 
 def clip_frames(count: int) -> list[np.ndarray]:
     portrait = load_rgb(portrait_path("kate_siegel"), 640)
-    return make_clip(portrait, linear_path(count, (220, 240), (420, 240)), portrait_height=300).frames
+    return make_clip(
+        portrait, linear_path(count, (220, 240), (420, 240)), portrait_height=300
+    ).frames
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,7 +35,9 @@ async def test_offer_patch_delete_round_trip(tmp_path: Path) -> None:
     frames = clip_frames(150)
     with running_server(Settings(data_dir=tmp_path)) as server:
         source = ClipTrack(frames, fps=30)
-        pc, collector, session_id = await connect(server.url, source, {"name": "none", "params": {}})
+        pc, collector, session_id = await connect(
+            server.url, source, {"name": "none", "params": {}}
+        )
         await collector.wait_for(20, timeout=30)
 
         # `none` gives back the camera image (up to codec loss), in colour.
@@ -43,7 +47,9 @@ async def test_offer_patch_delete_round_trip(tmp_path: Path) -> None:
 
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             switched_at = len(collector.frames)
-            response = await client.patch(f"/sessions/{session_id}", json={"effect": {"name": "sketch"}})
+            response = await client.patch(
+                f"/sessions/{session_id}", json={"effect": {"name": "sketch"}}
+            )
             assert response.status_code == 200, response.text
             assert response.json()["effect"]["name"] == "sketch"
             await collector.wait_for(switched_at + 15, timeout=30)
@@ -51,9 +57,11 @@ async def test_offer_patch_delete_round_trip(tmp_path: Path) -> None:
             # Within a few frames the output is a grey pencil drawing.
             first_grey = next(i for i, img in enumerate(later) if saturation(img) < 6)
             assert first_grey <= 5
-            assert all(saturation(img) < 6 for img in later[first_grey + 2:])
+            assert all(saturation(img) < 6 for img in later[first_grey + 2 :])
 
-            bad = await client.patch(f"/sessions/{session_id}", json={"effect": {"name": "no-such"}})
+            bad = await client.patch(
+                f"/sessions/{session_id}", json={"effect": {"name": "no-such"}}
+            )
             assert bad.status_code == 422 and "no-such" in bad.json()["detail"]
 
             # Frames keep coming for the whole clip, with the input's timing: RTP shifts every

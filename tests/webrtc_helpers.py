@@ -40,7 +40,9 @@ class ClipTrack(MediaStreamTrack):
             self._start = time.monotonic()
         due = self._start + self._index / self._fps
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        frame = VideoFrame.from_ndarray(self._frames[self._index % len(self._frames)], format="rgb24")
+        frame = VideoFrame.from_ndarray(
+            self._frames[self._index % len(self._frames)], format="rgb24"
+        )
         frame.pts = int(self._index * 90000 / self._fps)
         frame.time_base = VIDEO_TIME_BASE
         self.sent_pts.append(frame.pts)
@@ -75,7 +77,10 @@ class FrameCollector:
 
 
 async def connect(
-    base_url: str, source: MediaStreamTrack, effect: dict[str, object], headers: dict[str, str] | None = None
+    base_url: str,
+    source: MediaStreamTrack,
+    effect: dict[str, object],
+    headers: dict[str, str] | None = None,
 ) -> tuple[RTCPeerConnection, FrameCollector, str]:
     """Offer `source` to POST /offer; returns the peer, the collector of processed frames, session id."""
     pc = RTCPeerConnection()

@@ -63,7 +63,9 @@ class ParamSpec:
             return _coerce_bool(name, value)
         if self.type == "choice":
             if str(value) not in self.choices:
-                raise InvalidParams(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+                raise InvalidParams(
+                    f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
             return str(value)
         if self.type == "face":
             return "" if value is None else str(value)
@@ -75,10 +77,14 @@ class ParamSpec:
         try:
             number: float | int = int(value) if self.type == "int" else float(value)
         except (TypeError, ValueError):
-            raise InvalidParams(f"{name} must be {'an integer' if self.type == 'int' else 'a number'}, got {value!r}") from None
+            raise InvalidParams(
+                f"{name} must be {'an integer' if self.type == 'int' else 'a number'}, got {value!r}"
+            ) from None
         if self.type == "float" and not np.isfinite(number):
             raise InvalidParams(f"{name} must be a finite number, got {value!r}")
-        if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+        if (self.min is not None and number < self.min) or (
+            self.max is not None and number > self.max
+        ):
             raise InvalidParams(f"{name} must be between {self.min} and {self.max}, got {number}")
         return number
 
@@ -113,7 +119,9 @@ def _coerce_color(name: str, value: Any) -> Color:
     except (TypeError, ValueError):
         rgb = ()
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-        raise InvalidParams(f"{name} must be an RGB colour (three values 0-255 or #rrggbb), got {value!r}")
+        raise InvalidParams(
+            f"{name} must be an RGB colour (three values 0-255 or #rrggbb), got {value!r}"
+        )
     return (rgb[0], rgb[1], rgb[2])
 
 
@@ -176,11 +184,15 @@ class EffectSpec:
         """Defaults merged with `raw`, each value coerced; unknown keys are an error."""
         raw = raw or {}
         if not isinstance(raw, Mapping):
-            raise InvalidParams(f"params of {self.name} must be an object, got {type(raw).__name__}")
+            raise InvalidParams(
+                f"params of {self.name} must be an object, got {type(raw).__name__}"
+            )
         unknown = sorted(set(raw) - set(self.params))
         if unknown:
             known = ", ".join(sorted(self.params)) or "none"
-            raise InvalidParams(f"unknown parameter(s) for {self.name}: {', '.join(map(str, unknown))} (known: {known})")
+            raise InvalidParams(
+                f"unknown parameter(s) for {self.name}: {', '.join(map(str, unknown))} (known: {known})"
+            )
         values = {key: spec.default for key, spec in self.params.items()}
         for key, value in raw.items():
             values[key] = self.params[key].coerce(key, value)

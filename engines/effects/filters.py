@@ -19,7 +19,9 @@ from engines.types import Face
 
 def _half(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
-    return cv2.resize(image, (max(width // 2, 1), max(height // 2, 1)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(width // 2, 1), max(height // 2, 1)), interpolation=cv2.INTER_AREA
+    )
 
 
 def _full(image: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -52,7 +54,9 @@ class Cartoon(Effect):
             small = cv2.bilateralFilter(small, 7, 40, 5)
         flat = cv2.LUT(_full(small, frame), self._lut)
         gray = cv2.medianBlur(cv2.cvtColor(_half(frame), cv2.COLOR_RGB2GRAY), 5)
-        edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 6)
+        edges = cv2.adaptiveThreshold(
+            gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 6
+        )
         ink = _full(edges, frame).astype(np.float32) / 255.0
         ink = 1.0 - self._edge_strength * (1.0 - ink)
         return (flat * ink[:, :, None]).astype(np.uint8)
@@ -88,7 +92,9 @@ class Stylize(Effect):
         self._saturation = saturation
 
     def apply(self, frame: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        small = cv2.edgePreservingFilter(_half(frame), flags=cv2.RECURS_FILTER, sigma_s=40, sigma_r=self._sigma_r)
+        small = cv2.edgePreservingFilter(
+            _half(frame), flags=cv2.RECURS_FILTER, sigma_s=40, sigma_r=self._sigma_r
+        )
         painted = _full(small, frame)
         hsv = cv2.cvtColor(painted, cv2.COLOR_RGB2HSV)
         hsv[:, :, 1] = cv2.convertScaleAbs(hsv[:, :, 1], alpha=self._saturation)

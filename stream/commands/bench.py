@@ -55,7 +55,9 @@ def _cell(value: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if not args.name:
-        print("usage: facestream bench NAME [options] [--json]; benchmarks: " + ", ".join(available()))
+        print(
+            "usage: facestream bench NAME [options] [--json]; benchmarks: " + ", ".join(available())
+        )
         return 2
     try:
         module = load(args.name)

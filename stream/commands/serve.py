@@ -9,11 +9,15 @@ from pydantic import ValidationError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="serve the webcam filter, overlay and conversion pages")
+    parser = subparsers.add_parser(
+        "serve", help="serve the webcam filter, overlay and conversion pages"
+    )
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    parser.add_argument("--backend", choices=("auto", "eager", "inductor", "tensorrt"), default=None)
+    parser.add_argument(
+        "--backend", choices=("auto", "eager", "inductor", "tensorrt"), default=None
+    )
     parser.set_defaults(func=run)
 
 
@@ -23,12 +27,19 @@ def run(args: argparse.Namespace) -> int:
     from stream.app import create_app
     from stream.settings import Settings
 
-    overrides = {k: getattr(args, k) for k in ("host", "port", "device", "backend") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("host", "port", "device", "backend")
+        if getattr(args, k) is not None
+    }
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
         first = error.errors()[0]
-        print(f"facestream: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        print(
+            f"facestream: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            file=sys.stderr,
+        )
         return 2
     print(f"facestream: open http://{settings.host}:{settings.port}/ in a browser", file=sys.stderr)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
