@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     max_sessions: int = Field(8, ge=1, le=1000)
     max_sessions_per_client: int = Field(4, ge=1, le=1000)
 
+    # Conversion jobs (stream/jobs.py) and WHIP/WHEP (stream/routes/whip.py)
+    job_max_pending: int = Field(default=4, ge=1, le=1000, description="waiting jobs; more: 429")
+    job_retention_s: float = Field(default=3600.0, gt=0, description="finished jobs kept, seconds")
+    whip_token: str | None = Field(default=None, min_length=8, description="Bearer for /whip, /whep")
+
     # Responsible use
     label_swaps: bool = Field(True, description="draw the visible 'AI-modified' label on swapped output")
     c2pa_cert: Path | None = Field(default=None, description="PEM chain that signs C2PA manifests")

@@ -1,0 +1,301 @@
+"""Offline video conversion: every frame of a file through the effect pipeline.
+
+Unlike a live session nothing is dropped: frames are processed in order, one by one,
+by the same :class:`EffectPipeline` the webcam filter uses. Three threads overlap the
+work: a reader (demux + decode + RGB), the calling thread (the pipeline; it owns the
+models, like a device worker), and a writer (H.264 encode + mux). Queues between them
+are bounded. The audio stream is copied packet for packet, video timestamps are kept,
+and the result is written to ``OUTPUT.part-XXXX`` next to OUTPUT and renamed at the end,
+so an interrupted run leaves no half file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from engines.effects.base import EffectResources
+from engines.effects.registry import build_effect, get_effect_spec
+from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
+from stream.media_probe import MediaInfo, MediaLimits, check, describe, open_input, probe
+from stream.models import SharedModels
+from stream.pipeline import EffectPipeline
+from stream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+class ConvertCancelled(RuntimeError):
+    """The conversion was cancelled before it finished; no output was written."""
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Video encoder settings. crf: x264 constant quality, 0 (lossless) .. 51 (worst)."""
+
+    codec: str = "libx264"
+    crf: int = 20
+    preset: str = "veryfast"
+    pix_fmt: str = "yuv420p"
+
+
+@dataclass(frozen=True)
+class ConvertProgress:
+    """Where a conversion stands. frames_total is an estimate from the container."""
+
+    frames_done: int
+    frames_total: int
+    elapsed_s: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def fraction(self) -> float:
+        if self.frames_total <= 0:
+            return 0.0
+        return min(self.frames_done / self.frames_total, 1.0)
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.frames_done == 0 or self.frames_total <= 0:
+            return None
+        return max(self.frames_total - self.frames_done, 0) / self.fps
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """A finished conversion. media_duration_s: the video's length; wall_s: time it took."""
+
+    output: Path
+    frames: int
+    audio_packets: int
+    width: int
+    height: int
+    frame_rate: Fraction
+    media_duration_s: float
+    wall_s: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def realtime_ratio(self) -> float:
+        """Seconds of video converted per second of wall time (>= 1: faster than real time)."""
+        return self.media_duration_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+ProgressCallback = Callable[[ConvertProgress], None]
+
+
+def output_format(output: Path) -> str:
+    """FFmpeg muxer name for OUTPUT's extension; ValueError for one facestream does not write."""
+    fmt = OUTPUT_FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"output {output} must end in one of {', '.join(OUTPUT_FORMATS)} "
+            f"(got {output.suffix or 'no extension'})"
+        )
+    return fmt
+
+
+def prepare_params(
+    effect_name: str, params: Mapping[str, Any], source_face: str | None
+) -> dict[str, Any]:
+    """`params` with every face parameter set to `source_face` unless given.
+
+    Raises UnknownEffect, or InvalidParams when a source face is given to an effect
+    that takes none.
+    """
+    spec = get_effect_spec(effect_name)
+    prepared = dict(params)
+    if source_face is None:
+        return prepared
+    face_params = [name for name, param in spec.params.items() if param.type == "face"]
+    if not face_params:
+        from engines.errors import InvalidParams
+
+        raise InvalidParams(f"effect {effect_name!r} takes no source face")
+    for name in face_params:
+        prepared.setdefault(name, source_face)
+    return prepared
+
+
+def build_pipeline(
+    effect_name: str,
+    params: Mapping[str, Any],
+    resources: EffectResources,
+    models: SharedModels,
+) -> EffectPipeline:
+    """A pipeline for one file, built in the calling thread (which then owns its models).
+
+    Raises UnknownEffect, InvalidParams or EffectUnavailable.
+    """
+    spec = get_effect_spec(effect_name)
+    effect = build_effect(effect_name, params, resources)
+    return EffectPipeline(spec, effect, models.stage_factories())
+
+
+def convert_file(
+    input: str | Path,
+    output: str | Path,
+    effect_name: str,
+    params: Mapping[str, Any],
+    resources: EffectResources,
+    settings: Settings,
+    progress: ProgressCallback | None = None,
+    *,
+    encode: EncodeOptions | None = None,
+    limits: MediaLimits | None = None,
+    models: SharedModels | None = None,
+    cancel: threading.Event | None = None,
+) -> ConvertResult:
+    """Convert INPUT to OUTPUT with one effect; every frame processed, audio copied.
+
+    Runs synchronously in the calling thread, which owns the pipeline's models
+    (`models`, default: new SharedModels on `resources.device`). `progress` is
+    called from this thread after every frame. Raises MediaRejected (bad input),
+    UnknownEffect / InvalidParams / EffectUnavailable (bad effect), ValueError (bad
+    output name), ConvertCancelled (`cancel` set) or an av error from FFmpeg.
+    """
+    output = Path(output)
+    fmt = output_format(output)
+    spec = get_effect_spec(effect_name)
+    spec.validate(params)  # fail before opening anything
+    probe(input, limits)  # and before loading any model
+    models = models or SharedModels(settings, resources.device)
+    pipeline = build_pipeline(effect_name, params, resources, models)
+    try:
+        return convert_with_pipeline(
+            input,
+            output,
+            pipeline,
+            progress,
+            encode=encode,
+            limits=limits,
+            cancel=cancel,
+            output_format_name=fmt,
+        )
+    finally:
+        pipeline.close()
+
+
+def _provenance(pipeline: EffectPipeline) -> dict[str, str]:
+    comment = f"processed by facestream, effect {pipeline.spec.name}"
+    if pipeline.spec.changes_identity:
+        comment = f"AI-modified: faces replaced by facestream (effect {pipeline.spec.name})"
+    return {"comment": comment}
+
+
+def convert_with_pipeline(
+    input: str | Path,
+    output: str | Path,
+    pipeline: EffectPipeline,
+    progress: ProgressCallback | None = None,
+    *,
+    encode: EncodeOptions | None = None,
+    limits: MediaLimits | None = None,
+    cancel: threading.Event | None = None,
+    output_format_name: str | None = None,
+) -> ConvertResult:
+    """The conversion loop with a ready pipeline (see convert_file); does not close it."""
+    output = Path(output)
+    fmt = output_format_name or output_format(output)
+    limits = limits or MediaLimits()
+    started = time.perf_counter()
+    container = open_input(input, limits)
+    try:
+        info = describe(container, Path(input))
+        check(info, limits)
+        temp = _temp_path(output)
+        try:
+            frames, audio_packets = _run(
+                container, info, temp, fmt, pipeline, progress, encode, cancel
+            )
+            os.replace(temp, output)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    finally:
+        container.close()
+    wall = time.perf_counter() - started
+    logger.debug("converted %s -> %s: %d frames in %.1f s", input, output, frames, wall)
+    return ConvertResult(
+        output=output,
+        frames=frames,
+        audio_packets=audio_packets,
+        width=info.width,
+        height=info.height,
+        frame_rate=info.frame_rate,
+        media_duration_s=info.duration_s,
+        wall_s=wall,
+    )
+
+
+def _temp_path(output: Path) -> Path:
+    """An empty, unique OUTPUT.part-XXXX in OUTPUT's folder (so os.replace is atomic)."""
+    if not output.parent.is_dir():
+        raise ValueError(f"output folder {output.parent} does not exist")
+    handle, name = tempfile.mkstemp(prefix=f"{output.name}.part-", dir=output.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def _run(
+    container: Any,
+    info: MediaInfo,
+    temp: Path,
+    fmt: str,
+    pipeline: EffectPipeline,
+    progress: ProgressCallback | None,
+    encode: EncodeOptions | None,
+    cancel: threading.Event | None,
+) -> tuple[int, int]:
+    """Reader -> pipeline (this thread) -> writer; returns (video frames, audio packets)."""
+    encode = encode or EncodeOptions()
+    stop = threading.Event()
+    reader = FrameReader(container, stop)
+    spec = OutputSpec(
+        path=temp,
+        format_name=fmt,
+        codec=encode.codec,
+        crf=encode.crf,
+        preset=encode.preset,
+        pix_fmt=encode.pix_fmt,
+        width=info.width,
+        height=info.height,
+        frame_rate=info.frame_rate,
+        time_base=info.time_base,
+        audio_template=reader.audio_stream,
+        metadata=_provenance(pipeline),
+    )
+    writer = FrameWriter(spec, stop)
+    pump = Pump(reader, writer, stop)
+    started = time.perf_counter()
+    done = 0
+    try:
+        for rgb in pump.frames():
+            if cancel is not None and cancel.is_set():
+                raise ConvertCancelled("the conversion was cancelled")
+            pump.send(pipeline.process(rgb).image)
+            done += 1
+            if progress is not None:
+                progress(
+                    ConvertProgress(done, max(info.frames, done), time.perf_counter() - started)
+                )
+        pump.finish()
+    finally:
+        pump.close()
+    return done, writer.audio_packets

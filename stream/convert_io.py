@@ -1,0 +1,299 @@
+"""The reader and writer threads of a file conversion (PyAV), and the pump joining them.
+
+FrameReader demuxes and decodes the input in its own thread and hands over RGB frames
+(HxWx3 uint8, host memory) and untouched audio packets, in file order, through a
+bounded queue. FrameWriter owns the output container in its own thread: it encodes
+processed RGB frames (H.264, the input's timestamps) and muxes the audio packets
+unchanged. Pump connects both to the thread that runs the pipeline, keeps each
+frame's timestamp with it, and shuts everything down on error or cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 6
+_POLL_S = 0.1
+_END = ("end", None, None)
+
+
+class _Stopped(Exception):
+    """The other side stopped; unwind quietly (its own error is reported instead)."""
+
+
+def _put(target: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=_POLL_S)
+            return
+        except queue.Full:
+            continue
+    raise _Stopped
+
+
+def _get(source: queue.Queue[Any], stop: threading.Event, alive: threading.Thread) -> Any:
+    while True:
+        try:
+            return source.get(timeout=_POLL_S)
+        except queue.Empty:
+            if stop.is_set() or not alive.is_alive():
+                raise _Stopped from None
+
+
+class FrameReader:
+    """Decodes video[0] of an open input container; copies audio[0] packets.
+
+    Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
+    then ("end", None, None), or ("error", exception, None).
+    """
+
+    def __init__(self, container: Any, stop: threading.Event) -> None:
+        self._container = container
+        self._stop = stop
+        self.video_stream = container.streams.video[0]
+        self.video_stream.thread_type = "AUTO"
+        self.audio_stream = container.streams.audio[0] if container.streams.audio else None
+        self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
+        self.thread = threading.Thread(
+            target=self._run, name="facestream-convert-read", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._read()
+            _put(self.items, _END, self._stop)
+        except _Stopped:
+            pass
+        except Exception as error:
+            logger.debug("reader failed", exc_info=True)
+            with contextlib.suppress(_Stopped):
+                _put(self.items, ("error", error, None), self._stop)
+
+    def _read(self) -> None:
+        streams = [self.video_stream] + (
+            [self.audio_stream] if self.audio_stream is not None else []
+        )
+        for packet in self._container.demux(*streams):
+            if self._stop.is_set():
+                raise _Stopped
+            if packet.stream is self.audio_stream:
+                if packet.dts is not None and packet.size > 0:
+                    _put(self.items, ("audio", packet, None), self._stop)
+                continue
+            for frame in packet.decode():
+                rgb = frame.to_ndarray(format="rgb24")
+                _put(self.items, ("video", rgb, (frame.pts, frame.time_base)), self._stop)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the writer produces. width/height: the input's (cropped to even for 4:2:0).
+
+    time_base: the input video's time base; frame timestamps are written in it.
+    audio_template: the input audio stream to copy, or None.
+    """
+
+    path: Path
+    format_name: str
+    codec: str
+    crf: int
+    preset: str
+    pix_fmt: str
+    width: int
+    height: int
+    frame_rate: Fraction
+    time_base: Fraction
+    audio_template: Any = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class FrameWriter:
+    """Encodes RGB frames and muxes audio packets into `spec.path` in its own thread.
+
+    Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
+    ("end", None, None). `error` holds what stopped it, if anything.
+    """
+
+    def __init__(self, spec: OutputSpec, stop: threading.Event) -> None:
+        self.spec = spec
+        self._stop = stop
+        self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
+        self.error: BaseException | None = None
+        self.finished = False
+        self.audio_packets = 0
+        self._last_pts: int | None = None
+        self._step = max(round(1 / (spec.frame_rate * spec.time_base)), 1) if spec.frame_rate else 1
+        self.thread = threading.Thread(
+            target=self._run, name="facestream-convert-write", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _open(self) -> tuple[Any, Any, Any]:
+        spec = self.spec
+        options = {"movflags": "+faststart"} if spec.format_name in ("mp4", "mov") else {}
+        output = av.open(str(spec.path), mode="w", format=spec.format_name, options=options)
+        try:
+            output.metadata.update(spec.metadata)
+            video: Any = output.add_stream(
+                spec.codec,
+                rate=spec.frame_rate,
+                options={"crf": str(spec.crf), "preset": spec.preset},
+            )
+            video.width, video.height = spec.width - spec.width % 2, spec.height - spec.height % 2
+            video.pix_fmt = spec.pix_fmt
+            video.time_base = spec.time_base
+            video.codec_context.time_base = spec.time_base
+            audio = None
+            if spec.audio_template is not None:
+                audio = output.add_stream_from_template(spec.audio_template)
+        except BaseException:
+            output.close()
+            raise
+        return output, video, audio
+
+    def _run(self) -> None:
+        try:
+            output, video, audio = self._open()
+        except Exception as error:
+            self.error = error
+            return
+        try:
+            self._write(output, video, audio)
+            self.finished = True
+        except _Stopped:
+            pass
+        except Exception as error:
+            logger.debug("writer failed", exc_info=True)
+            self.error = error
+        finally:
+            try:
+                output.close()
+            except Exception as error:
+                self.error = self.error or error
+                self.finished = False
+
+    def _write(self, output: Any, video: Any, audio: Any) -> None:
+        while True:
+            kind, payload, stamp = _get_until_stopped(self.items, self._stop)
+            if kind == "end":
+                break
+            if kind == "audio":
+                payload.stream = audio
+                output.mux(payload)
+                self.audio_packets += 1
+                continue
+            for packet in video.encode(self._frame(payload, stamp, video)):
+                output.mux(packet)
+        for packet in video.encode(None):
+            output.mux(packet)
+
+    def _frame(
+        self, rgb: np.ndarray, stamp: tuple[int | None, Fraction | None], video: Any
+    ) -> av.VideoFrame:
+        height, width = video.height, video.width
+        if rgb.shape[0] != height or rgb.shape[1] != width:
+            rgb = np.ascontiguousarray(rgb[:height, :width])
+        if self.spec.pix_fmt == "yuv420p":  # OpenCV's conversion is ~3x cheaper than swscale's
+            yuv: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        pts, time_base = stamp
+        if pts is not None and time_base is not None and time_base != self.spec.time_base:
+            pts = round(pts * time_base / self.spec.time_base)
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = 0 if self._last_pts is None else self._last_pts + self._step
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = self.spec.time_base
+        return frame
+
+
+def _get_until_stopped(source: queue.Queue[Any], stop: threading.Event) -> Any:
+    while True:
+        try:
+            return source.get(timeout=_POLL_S)
+        except queue.Empty:
+            if stop.is_set():
+                raise _Stopped from None
+
+
+class Pump:
+    """Joins reader, pipeline thread and writer; see the module docstring."""
+
+    def __init__(self, reader: FrameReader, writer: FrameWriter, stop: threading.Event) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._stop = stop
+        self._stamps: list[tuple[int | None, Fraction | None]] = []
+        writer.start()
+        reader.start()
+
+    def _to_writer(self, item: Any) -> None:
+        while self._writer.thread.is_alive():
+            try:
+                self._writer.items.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+        if not self._writer.finished:
+            self._raise_writer_error()
+
+    def _raise_writer_error(self) -> None:
+        error = self._writer.error
+        if error is None:
+            raise RuntimeError("the video writer stopped unexpectedly")
+        raise error
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """RGB frames in file order; audio packets are passed to the writer on the way."""
+        while True:
+            try:
+                kind, payload, stamp = _get(self._reader.items, self._stop, self._reader.thread)
+            except _Stopped:
+                raise RuntimeError("the video reader stopped unexpectedly") from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise payload
+            if kind == "audio":
+                self._to_writer((kind, payload, stamp))
+                continue
+            self._stamps.append(stamp)
+            yield payload
+
+    def send(self, rgb: np.ndarray) -> None:
+        """The processed frame for the oldest frame handed out by frames()."""
+        self._to_writer(("video", rgb, self._stamps.pop(0)))
+
+    def finish(self) -> None:
+        """Flush the encoder and close the output; raises what stopped the writer."""
+        self._to_writer(_END)
+        self._writer.thread.join()
+        if not self._writer.finished:
+            self._raise_writer_error()
+
+    def close(self) -> None:
+        """Stop both threads (no-op after a clean finish)."""
+        self._stop.set()
+        self._reader.thread.join(timeout=5)
+        self._writer.thread.join(timeout=30)

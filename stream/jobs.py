@@ -1,0 +1,342 @@
+"""Conversion jobs over HTTP: a bounded queue, one runner thread, progress events, retention.
+
+Jobs never touch the live sessions' model worker. They run one at a time in their own
+thread with their own lazily loaded models (a second MTCNN and landmark predictor, a
+few tens of MB), and that thread lowers its own CPU priority (nice +10, Linux; it is
+inherited by the decoder/encoder threads it starts), so on a shared CPU the live
+sessions get the cores first and a conversion soaks up what is left.
+
+Files: settings.data_dir/jobs/<job_id>/ holds the upload while the job waits and runs,
+and the result afterwards; a finished job's folder is removed `retention_s` after it
+finished. Job state lives in memory: a restarted server forgets its jobs and removes
+their leftover folders once they are older than the retention time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engines.effects.base import EffectResources
+from engines.errors import EngineError
+from stream.convert import ConvertCancelled, ConvertProgress, EncodeOptions, convert_file
+from stream.media_probe import MediaRejected
+from stream.models import SharedModels
+from stream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+_NOTIFY_EVERY_S = 0.25
+_JOB_NICE = 10
+
+
+class JobNotFound(LookupError):
+    """No job has this id (never existed, or removed after its retention time)."""
+
+
+class JobQueueFull(RuntimeError):
+    """As many jobs wait as the queue holds; try again when one has finished."""
+
+
+class JobNotFinished(RuntimeError):
+    """The job's result is asked for before the job is done."""
+
+
+@dataclass
+class Job:
+    """One conversion: its files, its state and its progress (mutated by the manager only)."""
+
+    id: str
+    folder: Path
+    input_path: Path
+    filename: str
+    effect: str
+    params: dict[str, Any]
+    state: JobState = "queued"
+    frames_done: int = 0
+    frames_total: int = 0
+    fps: float = 0.0
+    eta_s: float | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    version: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def bump(self) -> None:
+        """Wake every listener (event loop only): set the current event, start a new one."""
+        self.version += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    @property
+    def output_path(self) -> Path:
+        return self.folder / "result.mp4"
+
+    @property
+    def download_name(self) -> str:
+        return f"{Path(self.filename).stem or 'video'}-{self.effect}.mp4"
+
+    def describe(self) -> dict[str, Any]:
+        """The GET /jobs/{id} body (also each server-sent event)."""
+        fraction = self.frames_done / self.frames_total if self.frames_total else 0.0
+        if self.state == "done":
+            fraction = 1.0
+        return {
+            "job_id": self.id,
+            "state": self.state,
+            "effect": {"name": self.effect, "params": self.params},
+            "filename": self.filename,
+            "progress": round(min(fraction, 1.0), 4),
+            "frames_done": self.frames_done,
+            "frames_total": self.frames_total,
+            "fps": round(self.fps, 2),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "error": self.error,
+            "result": f"/jobs/{self.id}/result" if self.state == "done" else None,
+        }
+
+
+class JobManager:
+    """Accepts, runs, reports and expires conversion jobs of one server.
+
+    Build in the app's lifespan, then `start()`; `shutdown()` cancels what runs.
+    max_pending: jobs that may wait (the running one not counted); beyond: JobQueueFull.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        resources: EffectResources,
+        max_pending: int,
+        retention_s: float,
+        encode: EncodeOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resources = resources
+        self.root = settings.data_dir / "jobs"
+        self.max_pending = max_pending
+        self.retention_s = retention_s
+        self._encode = encode or EncodeOptions()
+        self._models = SharedModels(settings, resources.device)
+        self._jobs: dict[str, Job] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="facestream-jobs", initializer=_lower_priority
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Create the jobs folder, remove stale leftovers and start the retention sweeper."""
+        self._loop = asyncio.get_running_loop()
+        self.root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._remove_stale_folders)
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def shutdown(self) -> None:
+        """Cancel waiting and running jobs and stop the runner thread."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for job in self._jobs.values():
+            job.cancel.set()
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def pending(self) -> int:
+        return sum(1 for job in self._jobs.values() if job.state == "queued")
+
+    def check_capacity(self) -> None:
+        """Raise JobQueueFull when no job can be queued now (checked before an upload is read)."""
+        if self.pending() >= self.max_pending:
+            raise JobQueueFull(
+                f"{self.max_pending} conversion jobs are already waiting; try again later"
+            )
+
+    def new_folder(self) -> tuple[str, Path]:
+        """A fresh job id and its (created) folder, for the upload to be written into."""
+        job_id = uuid.uuid4().hex
+        folder = self.root / job_id
+        folder.mkdir(parents=True)
+        return job_id, folder
+
+    def submit(
+        self,
+        job_id: str,
+        folder: Path,
+        input_path: Path,
+        filename: str,
+        effect: str,
+        params: Mapping[str, Any],
+    ) -> Job:
+        """Queue a job whose upload is already at `input_path` (inside `folder`)."""
+        self.check_capacity()
+        job = Job(job_id, folder, input_path, filename, effect, dict(params))
+        self._jobs[job_id] = job
+        self._executor.submit(self._run, job)
+        logger.info("job %s queued: %s with effect %s", job_id, filename, effect)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(
+                f"no job {job_id!r} (unknown, or removed after its retention time)"
+            ) from None
+
+    def result(self, job_id: str) -> Job:
+        """The job, when its result file is ready; JobNotFinished otherwise."""
+        job = self.get(job_id)
+        if job.state != "done":
+            raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
+        return job
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job (if it runs or waits) and remove it with its files."""
+        job = self._jobs.pop(self.get(job_id).id)
+        job.cancel.set()
+        if job.state in TERMINAL:
+            await asyncio.to_thread(shutil.rmtree, job.folder, True)
+        logger.info("job %s removed", job_id)
+
+    async def events(
+        self, job_id: str, keepalive_s: float = 15.0
+    ) -> AsyncIterator[dict[str, Any] | None]:
+        """Snapshots of the job on every change; None when nothing changed for keepalive_s.
+
+        Ends after the snapshot of a finished (done, failed, cancelled) job.
+        """
+        job = self.get(job_id)
+        seen = -1
+        while True:
+            if job.version != seen:
+                seen = job.version
+                snapshot = job.describe()
+                yield snapshot
+                if snapshot["state"] in TERMINAL:
+                    return
+                continue
+            try:
+                await asyncio.wait_for(job.changed.wait(), timeout=keepalive_s)
+            except TimeoutError:
+                yield None
+
+    # -- runner thread ------------------------------------------------------------
+
+    def _notify(self, job: Job) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(job.bump)
+
+    def _run(self, job: Job) -> None:
+        if job.cancel.is_set():
+            self._finish(job, "cancelled", None)
+            return
+        job.state = "running"
+        self._notify(job)
+        last = [0.0]
+
+        def on_progress(progress: ConvertProgress) -> None:
+            job.frames_done, job.frames_total = progress.frames_done, progress.frames_total
+            job.fps, job.eta_s = progress.fps, progress.eta_s
+            now = time.monotonic()
+            if now - last[0] >= _NOTIFY_EVERY_S:
+                last[0] = now
+                self._notify(job)
+
+        try:
+            convert_file(
+                job.input_path,
+                job.output_path,
+                job.effect,
+                job.params,
+                self.resources,
+                self.settings,
+                progress=on_progress,
+                encode=self._encode,
+                models=self._models,
+                cancel=job.cancel,
+            )
+        except ConvertCancelled:
+            self._finish(job, "cancelled", "the job was cancelled")
+        except (MediaRejected, EngineError, ValueError) as error:
+            self._finish(job, "failed", self._public(job, str(error)))
+        except Exception as error:
+            logger.exception("job %s failed", job.id)
+            message = f"conversion failed: {type(error).__name__}: {error}"
+            self._finish(job, "failed", self._public(job, message))
+        else:
+            self._finish(job, "done", None)
+
+    @staticmethod
+    def _public(job: Job, message: str) -> str:
+        """`message` with the server's file paths replaced by the uploaded file's name."""
+        message = message.replace(str(job.input_path), job.filename)
+        return message.replace(str(job.output_path), "result.mp4").replace(str(job.folder), "")
+
+    def _finish(self, job: Job, state: JobState, error: str | None) -> None:
+        job.input_path.unlink(missing_ok=True)
+        job.state, job.error, job.finished = state, error, time.time()
+        if job.cancel.is_set() and job.id not in self._jobs:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        logger.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+        self._notify(job)
+
+    # -- retention ----------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        interval = min(max(self.retention_s / 4, 0.5), 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("removing expired jobs failed")
+
+    async def sweep(self) -> list[str]:
+        """Remove finished jobs older than the retention time; returns their ids."""
+        now = time.time()
+        expired = [
+            job
+            for job in self._jobs.values()
+            if job.state in TERMINAL
+            and job.finished is not None
+            and now - job.finished >= self.retention_s
+        ]
+        for job in expired:
+            self._jobs.pop(job.id, None)
+            await asyncio.to_thread(shutil.rmtree, job.folder, True)
+            logger.info("job %s expired and removed", job.id)
+        return [job.id for job in expired]
+
+    def _remove_stale_folders(self) -> None:
+        cutoff = time.time() - self.retention_s
+        for folder in self.root.iterdir():
+            if (
+                folder.is_dir()
+                and folder.name not in self._jobs
+                and folder.stat().st_mtime < cutoff
+            ):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lower_priority() -> None:
+    """Make the calling thread (and threads it starts) yield the CPU to live sessions."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _JOB_NICE)
+    except (AttributeError, OSError):
+        logger.debug("could not lower the job thread's priority", exc_info=True)
