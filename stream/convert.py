@@ -28,6 +28,13 @@ from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
 from stream.media_probe import MediaInfo, MediaLimits, check, describe, open_input, probe
 from stream.models import SharedModels
 from stream.pipeline import EffectPipeline
+from stream.provenance import (
+    SIDECAR_SUFFIX,
+    ProvenanceInfo,
+    ProvenanceRecord,
+    mark_file,
+    provenance_tags,
+)
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +93,7 @@ class ConvertResult:
     frame_rate: Fraction
     media_duration_s: float
     wall_s: float
+    provenance: ProvenanceRecord | None = None
 
     @property
     def fps(self) -> float:
@@ -161,20 +169,35 @@ def convert_file(
     limits: MediaLimits | None = None,
     models: SharedModels | None = None,
     cancel: threading.Event | None = None,
+    job_id: str | None = None,
+    source_name: str | None = None,
 ) -> ConvertResult:
     """Convert INPUT to OUTPUT with one effect; every frame processed, audio copied.
 
     Runs synchronously in the calling thread, which owns the pipeline's models
     (`models`, default: new SharedModels on `resources.device`). `progress` is
-    called from this thread after every frame. Raises MediaRejected (bad input),
-    UnknownEffect / InvalidParams / EffectUnavailable (bad effect), ValueError (bad
-    output name), ConvertCancelled (`cancel` set) or an av error from FFmpeg.
+    called from this thread after every frame. The output carries its provenance
+    (stream.provenance: metadata tags, a `.provenance.json` sidecar, C2PA when
+    configured); job_id and source_name (default: INPUT's name) go into it.
+    Raises MediaRejected (bad input), UnknownEffect / InvalidParams /
+    EffectUnavailable (bad effect), ValueError (bad output name), ConvertCancelled
+    (`cancel` set), ProvenanceError, or an av error from FFmpeg.
     """
     output = Path(output)
     fmt = output_format(output)
     spec = get_effect_spec(effect_name)
-    spec.validate(params)  # fail before opening anything
+    values = spec.validate(params)  # fail before opening anything
     probe(input, limits)  # and before loading any model
+    face_ids = [str(values[k]) for k, p in spec.params.items() if p.type == "face" and values[k]]
+    provenance = ProvenanceInfo(
+        effect=effect_name,
+        changes_identity=spec.changes_identity,
+        params=values,
+        job_id=job_id,
+        face_id=face_ids[0] if face_ids else None,
+        source_name=source_name or Path(input).name,
+        labelled=settings.label_swaps,
+    )
     models = models or SharedModels(settings, resources.device)
     pipeline = build_pipeline(effect_name, params, resources, models)
     try:
@@ -182,6 +205,8 @@ def convert_file(
             input,
             output,
             pipeline,
+            settings,
+            provenance,
             progress,
             encode=encode,
             limits=limits,
@@ -192,17 +217,12 @@ def convert_file(
         pipeline.close()
 
 
-def _provenance(pipeline: EffectPipeline) -> dict[str, str]:
-    comment = f"processed by facestream, effect {pipeline.spec.name}"
-    if pipeline.spec.changes_identity:
-        comment = f"AI-modified: faces replaced by facestream (effect {pipeline.spec.name})"
-    return {"comment": comment}
-
-
 def convert_with_pipeline(
     input: str | Path,
     output: str | Path,
     pipeline: EffectPipeline,
+    settings: Settings,
+    provenance: ProvenanceInfo,
     progress: ProgressCallback | None = None,
     *,
     encode: EncodeOptions | None = None,
@@ -221,8 +241,9 @@ def convert_with_pipeline(
         check(info, limits)
         temp = _temp_path(output)
         try:
+            tags = provenance_tags(provenance)
             frames, audio_packets = _run(
-                container, info, temp, fmt, pipeline, progress, encode, cancel
+                container, info, temp, fmt, pipeline, tags, progress, encode, cancel
             )
             os.replace(temp, output)
         except BaseException:
@@ -230,6 +251,7 @@ def convert_with_pipeline(
             raise
     finally:
         container.close()
+    record = _mark(output, provenance, settings)
     wall = time.perf_counter() - started
     logger.debug("converted %s -> %s: %d frames in %.1f s", input, output, frames, wall)
     return ConvertResult(
@@ -241,7 +263,18 @@ def convert_with_pipeline(
         frame_rate=info.frame_rate,
         media_duration_s=info.duration_s,
         wall_s=wall,
+        provenance=record,
     )
+
+
+def _mark(output: Path, provenance: ProvenanceInfo, settings: Settings) -> ProvenanceRecord:
+    """Provenance for the finished file; on failure the file is removed (never left unmarked)."""
+    try:
+        return mark_file(output, provenance, settings)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        output.with_name(output.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
+        raise
 
 
 def _temp_path(output: Path) -> Path:
@@ -259,6 +292,7 @@ def _run(
     temp: Path,
     fmt: str,
     pipeline: EffectPipeline,
+    tags: Mapping[str, str],
     progress: ProgressCallback | None,
     encode: EncodeOptions | None,
     cancel: threading.Event | None,
@@ -279,7 +313,7 @@ def _run(
         frame_rate=info.frame_rate,
         time_base=info.time_base,
         audio_template=reader.audio_stream,
-        metadata=_provenance(pipeline),
+        metadata=dict(tags),
     )
     writer = FrameWriter(spec, stop)
     pump = Pump(reader, writer, stop)

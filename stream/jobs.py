@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from engines.effects.base import EffectResources
 from engines.errors import EngineError
+from stream.audit import AuditLog
 from stream.convert import ConvertCancelled, ConvertProgress, EncodeOptions, convert_file
 from stream.media_probe import MediaRejected
 from stream.models import SharedModels
@@ -133,6 +134,7 @@ class JobManager:
         self._encode = encode or EncodeOptions()
         self._models = SharedModels(settings, resources.device)
         self._jobs: dict[str, Job] = {}
+        self._audit = AuditLog.for_data_dir(settings.data_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="facestream-jobs", initializer=_lower_priority
         )
@@ -182,10 +184,19 @@ class JobManager:
         filename: str,
         effect: str,
         params: Mapping[str, Any],
+        client: str = "unknown",
     ) -> Job:
         """Queue a job whose upload is already at `input_path` (inside `folder`)."""
         self.check_capacity()
         job = Job(job_id, folder, input_path, filename, effect, dict(params))
+        face_ids = [str(v) for k, v in job.params.items() if k == "source_face" and v]
+        self._audit.record(
+            "job.start",
+            client=client,
+            effect=effect,
+            job_id=job_id,
+            face_id=face_ids[0] if face_ids else None,
+        )
         self._jobs[job_id] = job
         self._executor.submit(self._run, job)
         logger.info("job %s queued: %s with effect %s", job_id, filename, effect)
@@ -270,6 +281,8 @@ class JobManager:
                 encode=self._encode,
                 models=self._models,
                 cancel=job.cancel,
+                job_id=job.id,
+                source_name=job.filename,
             )
         except ConvertCancelled:
             self._finish(job, "cancelled", "the job was cancelled")
@@ -294,7 +307,10 @@ class JobManager:
         if job.cancel.is_set() and job.id not in self._jobs:
             shutil.rmtree(job.folder, ignore_errors=True)
         logger.info("job %s %s%s", job.id, state, f": {error}" if error else "")
-        self._notify(job)
+        try:
+            self._audit.record("job.end", effect=job.effect, job_id=job.id, state=state)
+        finally:
+            self._notify(job)
 
     # -- retention ----------------------------------------------------------------
 

@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.errors import EngineError
     from stream.convert import EncodeOptions, convert_file, prepare_params
     from stream.media_probe import MediaRejected
+    from stream.provenance import ProvenanceError
     from stream.settings import Settings
 
     bar = None
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (UsageError, MediaRejected, EngineError, ValidationError, ValueError) as error:
         return _fail(bar, _one_line(error), 2)
-    except (FFmpegError, OSError) as error:
+    except (FFmpegError, OSError, ProvenanceError) as error:
         return _fail(bar, f"conversion failed: {_one_line(error)}", 1)
     _close(bar)
     print(

@@ -109,7 +109,13 @@ async def _accept(
     try:
         await asyncio.to_thread(probe, upload.path, None, upload.filename)
         job = jobs.submit(
-            job_id, folder, upload.path, upload.filename, choice.name, dict(choice.params)
+            job_id,
+            folder,
+            upload.path,
+            upload.filename,
+            choice.name,
+            dict(choice.params),
+            request.client.host if request.client else "unknown",
         )
     except (MediaRejected, JobQueueFull) as error:
         raise _http_error(error) from None
