@@ -1,0 +1,171 @@
+"""`gan_swap`: swap every tracked face with a trained faceswap-GAN pair model.
+
+Each face is aligned by its five landmarks, drawn as the other identity by the
+model (a face and an attention mask), colour-matched to the original, and warped
+back into the frame through the mask times a feathered border. All faces of a
+frame go through the model as one batch. The model comes from `--model`
+(resources.model_path) or is the newest weights/faceswap/*/model.pt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engines.alignment import (
+    Alignment,
+    border_feather,
+    estimate_alignment,
+    paste_back,
+    warp_to_crop,
+)
+from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
+from engines.errors import EffectUnavailable, ModelLoadError
+from engines.types import Face
+
+logger = logging.getLogger(__name__)
+
+_TRAIN_HINT = (
+    "train one with `facestream extract` and `facestream train faceswap --out weights/faceswap/NAME`, "
+    "or pass --model PATH"
+)
+
+
+def resolve_model_path(resources: EffectResources) -> Path | None:
+    """The explicit model path if one was given, else the newest weights/faceswap/*/model.pt."""
+    if resources.model_path is not None:
+        return Path(resources.model_path)
+    from engines.faceswap_gan.modelfile import find_model
+
+    return find_model(resources.weights_dir)
+
+
+def _unavailable_reason(resources: EffectResources) -> str | None:
+    path = resolve_model_path(resources)
+    if path is None:
+        return f"no faceswap model in {Path(resources.weights_dir) / 'faceswap'}; {_TRAIN_HINT}"
+    if not path.is_file():
+        return f"model file {path} does not exist; {_TRAIN_HINT}"
+    return None
+
+
+def colour_match(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Shift the per-channel mean and scale the spread of `generated` to those of
+    `original`, both measured where `weight` is high.
+
+    generated, original: (S, S, 3) uint8 RGB; weight: (S, S) float32 in [0, 1].
+    Returns (S, S, 3) uint8 RGB. The spread ratio is kept within [0.5, 2].
+    """
+    w = weight[..., None].astype(np.float32)
+    total = float(w.sum())
+    if total < 1.0:
+        return generated
+    gen, ref = generated.astype(np.float32), original.astype(np.float32)
+    gen_mean = (gen * w).sum(axis=(0, 1)) / total
+    ref_mean = (ref * w).sum(axis=(0, 1)) / total
+    gen_std = np.sqrt(((gen - gen_mean) ** 2 * w).sum(axis=(0, 1)) / total) + 1e-3
+    ref_std = np.sqrt(((ref - ref_mean) ** 2 * w).sum(axis=(0, 1)) / total) + 1e-3
+    ratio = np.clip(ref_std / gen_std, 0.5, 2.0)
+    return np.clip((gen - gen_mean) * ratio + ref_mean + 0.5, 0, 255).astype(np.uint8)
+
+
+class GanSwapEffect(Effect):
+    """Replaces each face with the model's drawing of the other identity."""
+
+    name = "gan_swap"
+
+    def __init__(self, swapper: Any, colour: bool, feather: float) -> None:
+        self.swapper = swapper
+        self.colour = colour
+        size = swapper.size
+        self._edge = border_feather(size, feather)
+        self._blur_sigma = max(size / 96.0, 0.5)
+
+    def _align(self, faces: Sequence[Face]) -> list[Alignment]:
+        alignments = []
+        for face in faces:
+            try:
+                alignments.append(
+                    estimate_alignment(face.landmarks5, self.swapper.size, self.swapper.padding)
+                )
+            except ValueError:
+                logger.debug("skipping face %d with unusable landmarks", face.track_id)
+        return alignments
+
+    def apply(self, frame: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        alignments = self._align(faces)
+        if not alignments:
+            return frame
+        crops = np.stack([warp_to_crop(frame, alignment) for alignment in alignments])
+        result = self.swapper(crops)
+        for index, alignment in enumerate(alignments):
+            mask = cv2.GaussianBlur(result.mask[index], (0, 0), self._blur_sigma)
+            alpha = mask * self._edge
+            face = result.rgb[index]
+            if self.colour:
+                face = colour_match(face, crops[index], alpha)
+            paste_back(frame, face, alpha, alignment)
+        return frame
+
+
+def _compile_fn(device: str) -> Any:
+    """A compile function for the swap network on CUDA (engines.backends), else None."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        from engines.faceswap_gan.compiled import compile_swap_net
+    except ImportError:
+        return None
+    return compile_swap_net
+
+
+def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
+    from engines.faceswap_gan.inference import FaceSwapper, shared_model
+
+    path = resolve_model_path(resources)
+    if path is None:
+        raise EffectUnavailable(f"effect 'gan_swap' has no model: {_TRAIN_HINT}")
+    try:
+        model = shared_model(path, resources.device)
+    except ModelLoadError as error:
+        raise EffectUnavailable(f"effect 'gan_swap' cannot load its model: {error}") from error
+    swapper = FaceSwapper(model, params["direction"], compile_fn=_compile_fn(resources.device))
+    logger.info(
+        "gan_swap: %s, %s, size %d on %s", path, params["direction"], swapper.size, resources.device
+    )
+    return GanSwapEffect(swapper, colour=params["color_match"], feather=params["feather"])
+
+
+SPECS = (
+    EffectSpec(
+        name="gan_swap",
+        description="faceswap-GAN: replace faces with a trained pair model (weights/faceswap)",
+        params={
+            "direction": ParamSpec(
+                "choice",
+                "a_to_b",
+                choices=("a_to_b", "b_to_a"),
+                help="a_to_b draws person a as person b; b_to_a the reverse",
+            ),
+            "color_match": ParamSpec(
+                "bool", True, help="match the swapped face's colours to the original"
+            ),
+            "feather": ParamSpec(
+                "float",
+                0.1,
+                min=0.0,
+                max=0.3,
+                help="width of the soft edge, fraction of the face crop",
+            ),
+        },
+        factory=_build,
+        needs_faces=True,
+        changes_identity=True,
+        unavailable_reason=_unavailable_reason,
+    ),
+)
