@@ -59,6 +59,8 @@ def _text_lines(sdp: str, max_bytes: int) -> list[str]:
     if any(0xD800 <= ord(c) <= 0xDFFF for c in sdp):
         raise InvalidSDP("the SDP is not valid UTF-8 text")
     lines = [line for line in re.split(r"\r?\n", sdp) if line]
+    if not lines or lines[0] != "v=0":
+        raise InvalidSDP("the SDP must start with the line v=0")
     if len(lines) > MAX_LINES:
         raise InvalidSDP(f"the SDP has {len(lines)} lines; the limit is {MAX_LINES}")
     for number, line in enumerate(lines, 1):
@@ -70,8 +72,6 @@ def _text_lines(sdp: str, max_bytes: int) -> list[str]:
             raise InvalidSDP(
                 f"SDP line {number} is not of the form <letter>=<value>: {line[:60]!r}"
             )
-    if not lines or lines[0] != "v=0":
-        raise InvalidSDP("the SDP must start with the line v=0")
     return lines
 
 

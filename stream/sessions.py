@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from engines.effects.base import EffectResources
 from engines.effects.registry import build_effect, get_effect_spec
 from engines.errors import EngineError
+from stream.audit import AuditLog
 from stream.metrics import Metrics
 from stream.models import SharedModels
 from stream.pipeline import EffectPipeline
@@ -66,6 +67,8 @@ class Session:
         self.track: ProcessedVideoTrack | None = None
         self.relay = MediaRelay()
         self.closed = asyncio.Event()
+        self.audited = False  # a swap effect ran: the audit log gets its end too
+        self.connect_deadline: asyncio.TimerHandle | None = None
 
     def subscribe(self) -> MediaStreamTrack:
         """A new consumer of the processed stream (newest frame only), e.g. a WHEP player."""
@@ -96,6 +99,8 @@ class SessionManager:
         resources: EffectResources,
         max_sessions: int,
         max_per_client: int,
+        audit: AuditLog | None = None,
+        connect_timeout_s: float = 20.0,
     ) -> None:
         self._worker = worker
         self._models = models
@@ -104,6 +109,10 @@ class SessionManager:
         self._max_sessions = max_sessions
         self._max_per_client = max_per_client
         self._sessions: dict[str, Session] = {}
+        self._pending: dict[str, int] = {}  # client -> sessions being created (slots held)
+        self._audit = audit or AuditLog.for_data_dir(models.settings.data_dir)
+        self._connect_timeout_s = connect_timeout_s
+        self._background: set[asyncio.Future[Any]] = set()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -115,12 +124,16 @@ class SessionManager:
             raise SessionNotFound(f"no session {session_id!r}") from None
 
     def check_capacity(self, client: str) -> None:
-        """Raise SessionLimitReached when a new session for `client` would exceed a limit."""
-        if len(self._sessions) >= self._max_sessions:
+        """Raise SessionLimitReached when a new session for `client` would exceed a limit.
+
+        Sessions still being created count too, so concurrent offers cannot overshoot.
+        """
+        if len(self._sessions) + sum(self._pending.values()) >= self._max_sessions:
             raise SessionLimitReached(
                 f"the server is at its limit of {self._max_sessions} sessions"
             )
         own = sum(1 for s in self._sessions.values() if s.client == client)
+        own += self._pending.get(client, 0)
         if own >= self._max_per_client:
             raise SessionLimitReached(
                 f"this client already has {own} sessions (limit {self._max_per_client})"
@@ -147,6 +160,17 @@ class SessionManager:
         Raises EngineError for a bad effect, ValueError for an SDP aiortc cannot use.
         """
         self.check_capacity(client)
+        self._pending[client] = self._pending.get(client, 0) + 1
+        try:
+            return await self._create(offer, choice, client, send_back)
+        finally:
+            self._pending[client] -= 1
+            if not self._pending[client]:
+                del self._pending[client]
+
+    async def _create(
+        self, offer: RTCSessionDescription, choice: EffectChoice, client: str, send_back: bool
+    ) -> tuple[Session, RTCSessionDescription]:
         pipeline = await self._build_pipeline(choice)
         pc = RTCPeerConnection()
         session = Session(uuid.uuid4().hex, client, pc, pipeline)
@@ -157,10 +181,14 @@ class SessionManager:
             if session.track is None:
                 raise ValueError("the offer has no video track")
             await pc.setLocalDescription(await pc.createAnswer())
+            self._audit_event("session.start", session)
         except Exception:
             await self._dispose(session)
             raise
         self._sessions[session.id] = session
+        session.connect_deadline = asyncio.get_running_loop().call_later(
+            self._connect_timeout_s, self._check_connected, session.id
+        )
         self._metrics.sessions.set(len(self._sessions))
         logger.info("session %s started with effect %s", session.id, choice.name)
         return session, pc.localDescription
@@ -192,7 +220,7 @@ class SessionManager:
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed") and session.id in self._sessions:
                 logger.info("session %s connection %s", session.id, pc.connectionState)
-                await self.close(session.id)
+                await self.close(session.id, reason=f"connection {pc.connectionState}")
 
     async def _on_control(self, session: Session, channel: RTCDataChannel, message: Any) -> None:
         """Data channel `control`: {"effect": {...}} changes the effect; {"ping": x} -> {"pong": x}."""
@@ -218,19 +246,57 @@ class SessionManager:
         effect = await self._worker.run(build_effect, choice.name, choice.params, self._resources)
         await self._worker.run(session.pipeline.set_effect, spec, effect)
         session.effect = choice
+        self._audit_event("session.effect", session)
         logger.info("session %s now uses effect %s", session_id, choice.name)
         return session
 
-    async def close(self, session_id: str) -> None:
+    def _check_connected(self, session_id: str) -> None:
+        """A peer that never connects (or vanished before it did) must not hold a slot."""
+        session = self._sessions.get(session_id)
+        if session is None or session.pc.connectionState == "connected":
+            return
+        reason = f"not connected within {self._connect_timeout_s:g} s"
+        logger.info("session %s %s", session_id, reason)
+        task = asyncio.ensure_future(self.close(session_id, reason=reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _audit_event(self, event: str, session: Session, **extra: Any) -> None:
+        """One audit line for sessions that run (or ran) an identity-changing effect."""
+        spec = session.pipeline.spec
+        if not (spec.changes_identity or session.audited):
+            return
+        session.audited = True
+        face_ids = [
+            str(value)
+            for key, value in session.effect.params.items()
+            if key in spec.params and spec.params[key].type == "face" and value
+        ]
+        self._audit.record(
+            event,
+            client=session.client,
+            effect=session.effect.name,
+            face_id=face_ids[0] if len(face_ids) == 1 else (face_ids or None),
+            session_id=session.id,
+            **extra,
+        )
+
+    async def close(self, session_id: str, reason: str = "closed") -> None:
         """End a session: its peer connection, track, reader task and pipeline."""
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(f"no session {session_id!r}")
         self._metrics.sessions.set(len(self._sessions))
         await self._dispose(session)
-        logger.info("session %s closed", session_id)
+        try:
+            self._audit_event("session.end", session, reason=reason)
+        except OSError:
+            logger.exception("could not write the audit log for session %s", session_id)
+        logger.info("session %s closed (%s)", session_id, reason)
 
     async def _dispose(self, session: Session) -> None:
+        if session.connect_deadline is not None:
+            session.connect_deadline.cancel()
         if session.track is not None:
             session.track.stop()
         await session.pc.close()
@@ -239,5 +305,6 @@ class SessionManager:
 
     async def close_all(self) -> None:
         await asyncio.gather(
-            *(self.close(sid) for sid in list(self._sessions)), return_exceptions=True
+            *(self.close(sid, reason="shutdown") for sid in list(self._sessions)),
+            return_exceptions=True,
         )
