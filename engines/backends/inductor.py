@@ -1,0 +1,114 @@
+"""The torch.compile backend: inductor code generation, with CUDA graphs on a GPU.
+
+On a GPU the module is compiled for static shapes in "reduce-overhead" mode (CUDA
+graphs: one launch per call instead of one per kernel); a dynamic batch is served
+by compiling a few batch buckets (1, 2, 4, ... max) and padding each batch up to
+the next one. On a CPU (C++ code generation) it is compiled once with the batch
+dimension left dynamic. Compiled code is cached by torch's own FX-graph and
+autograd caches; this backend saves those artefacts (torch.compiler
+`save_cache_artifacts`) into the engine cache and primes them from there on the
+next start, so a restart, even on a fresh machine, does not compile again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engines.backends.base import CompileBackend, Unavailability, UnavailableReason, batch_buckets
+from engines.backends.key import BatchProfile
+
+ARTIFACTS_FILE = "inductor_artifacts.bin"
+MIN_CAPABILITY = (7, 0)  # triton's oldest supported GPU generation
+
+
+def cpp_compiler() -> str | None:
+    """Path of the C++ compiler inductor will use on a CPU ($CXX, else g++), or None."""
+    return shutil.which(os.environ.get("CXX") or "g++")
+
+
+class InductorBackend(CompileBackend):
+    """torch.compile(backend="inductor")."""
+
+    name = "inductor"
+    serialisable = True
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device) -> Unavailability | None:
+        if device.type == "cuda":
+            if importlib.util.find_spec("triton") is None:
+                return Unavailability(
+                    "inductor",
+                    UnavailableReason.NOT_INSTALLED,
+                    "triton (torch.compile's GPU code generator) is not installed",
+                )
+            capability = torch.cuda.get_device_capability(device)
+            if capability < MIN_CAPABILITY:
+                return Unavailability(
+                    "inductor",
+                    UnavailableReason.GPU_TOO_OLD,
+                    f"triton needs compute capability {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]}+, "
+                    f"this GPU has {capability[0]}.{capability[1]}",
+                )
+            return None
+        if cpp_compiler() is None:
+            return Unavailability(
+                "inductor",
+                UnavailableReason.NO_COMPILER,
+                f"no C++ compiler found ({os.environ.get('CXX') or 'g++'}); install g++ or set CXX",
+            )
+        return None
+
+    @property
+    def mode(self) -> str:
+        return "reduce-overhead" if self.device.type == "cuda" else "default"
+
+    def options(self) -> tuple[tuple[str, str], ...]:
+        return (("mode", self.mode),)
+
+    def buckets(self, dynamic_batch: BatchProfile | None) -> tuple[int, ...] | None:
+        if self.device.type == "cuda" and dynamic_batch is not None:
+            return batch_buckets(dynamic_batch)
+        return None
+
+    def _clones_outputs(self) -> bool:
+        return self.device.type == "cuda"  # CUDA-graph outputs are overwritten by the next replay
+
+    def build(
+        self,
+        module: nn.Module,
+        example_inputs: Sequence[torch.Tensor],
+        dynamic_batch: BatchProfile | None,
+    ) -> Callable[..., Any]:
+        # Compilation is lazy: the warm-up calls in CompileBackend.compile do the work.
+        dynamic = False if self.device.type == "cuda" else None
+        return torch.compile(module, backend="inductor", mode=self.mode, dynamic=dynamic)
+
+    def save(
+        self,
+        fn: Callable[..., Any],
+        directory: Path,
+        example_inputs: Sequence[torch.Tensor],
+        dynamic_batch: BatchProfile | None,
+    ) -> None:
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None:
+            raise RuntimeError("torch.compile recorded no cache artefacts to save")
+        (directory / ARTIFACTS_FILE).write_bytes(saved[0])
+
+    def load(
+        self,
+        directory: Path,
+        module: nn.Module,
+        example_inputs: Sequence[torch.Tensor],
+        dynamic_batch: BatchProfile | None,
+    ) -> Callable[..., Any]:
+        torch.compiler.load_cache_artifacts((directory / ARTIFACTS_FILE).read_bytes())
+        return self.build(module, example_inputs, dynamic_batch)
