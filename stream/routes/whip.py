@@ -1,0 +1,171 @@
+"""WHIP ingest (RFC 9725) and WHEP playback of the processed stream.
+
+POST /whip?effect=NAME&stream=NAME&KEY=VALUE...   Content-Type: application/sdp
+    body: the publisher's SDP offer; answer: 201 Created, application/sdp,
+    Location: /whip/{session_id}. Every query key other than `effect` and `stream`
+    is an effect parameter (OBS can only set a URL and a token, so the URL carries
+    the effect). `stream` (default "live") names the stream for players.
+DELETE /whip/{session_id}    ends the session (200).
+POST /whep/{session}         `session`: a session id or a stream name; body: a
+    recvonly SDP offer; answer: 201, Location: /whep/{session}/{player_id}.
+DELETE /whep/{session}/{player_id}   ends that player only.
+PATCH on either resource: 405 — aiortc does not trickle ICE; clients must put
+    their candidates in the offer (OBS and browsers that wait for gathering do).
+
+Authentication: when Settings.whip_token is set, every WHIP and WHEP request must
+carry `Authorization: Bearer <whip_token>` (one of Settings.api_tokens also works);
+otherwise 401 with `WWW-Authenticate: Bearer`. When the server requires API tokens
+(stream.security), its middleware also checks /whip for one of api_tokens.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from aiortc import RTCSessionDescription
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+
+from stream.deps import ServicesDep
+from stream.live import DEFAULT_STREAM, LiveRegistry, PlayerLimitReached, PlayerNotFound
+from stream.sdp_check import check_offer_sdp
+from stream.security import Unauthorized
+from stream.sessions import EffectChoice
+from stream.settings import Settings
+
+SDP_TYPE = "application/sdp"
+_RESERVED_QUERY = {"effect", "stream"}
+_NO_TRICKLE = "this server does not support trickle ICE; send every candidate in the offer"
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    registry = LiveRegistry(app.state.services.sessions)
+    app.state.live = registry
+    try:
+        yield
+    finally:
+        await registry.close()
+
+
+router = APIRouter(lifespan=_lifespan)
+
+
+def get_live(request: Request) -> LiveRegistry:
+    registry: LiveRegistry = request.app.state.live
+    return registry
+
+
+LiveDep = Annotated[LiveRegistry, Depends(get_live)]
+
+
+def check_whip_token(settings: Settings, authorization: str | None) -> None:
+    """Raise Unauthorized unless `authorization` carries the WHIP token (when one is set)."""
+    expected = settings.whip_token
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("send the WHIP token as the header Authorization: Bearer <token>")
+    matched = hmac.compare_digest(expected.encode(), given.encode())
+    for token in settings.api_tokens:
+        matched |= hmac.compare_digest(token.encode(), given.encode())
+    if not matched:
+        raise Unauthorized("the Bearer token is not valid for WHIP/WHEP on this server")
+
+
+async def _sdp_offer(request: Request, settings: Settings) -> RTCSessionDescription:
+    """The request body as an SDP offer: 415 unless application/sdp, 400 when malformed."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != SDP_TYPE:
+        raise HTTPException(415, detail=f"send the SDP offer with Content-Type: {SDP_TYPE}")
+    raw = await request.body()
+    if len(raw) > settings.max_offer_bytes:
+        raise HTTPException(
+            413, detail=f"the offer is larger than {settings.max_offer_bytes} bytes"
+        )
+    try:
+        sdp = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, detail="the SDP offer is not UTF-8 text") from None
+    check_offer_sdp(sdp, settings.max_offer_bytes)  # InvalidSDP -> 400
+    return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+def _sdp_answer(sdp: str, location: str, etag: str) -> Response:
+    headers = {"Location": location, "ETag": f'"{etag}"', "Cache-Control": "no-store"}
+    return Response(sdp, status_code=201, media_type=SDP_TYPE, headers=headers)
+
+
+def effect_from_query(request: Request) -> EffectChoice:
+    """`?effect=NAME&KEY=VALUE...` -> EffectChoice (values are coerced by the effect)."""
+    params = {k: v for k, v in request.query_params.items() if k not in _RESERVED_QUERY}
+    return EffectChoice(request.query_params.get("effect") or "none", params)
+
+
+@router.post("/whip")
+async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -> Response:
+    check_whip_token(services.settings, request.headers.get("authorization"))
+    offer = await _sdp_offer(request, services.settings)
+    stream = request.query_params.get("stream") or DEFAULT_STREAM
+    if len(stream) > 64 or not stream.replace("-", "").replace("_", "").isalnum():
+        raise HTTPException(422, detail="stream must be 1-64 letters, digits, - or _")
+    client = request.client.host if request.client else "unknown"
+    try:
+        session, answer = await services.sessions.create(
+            offer, effect_from_query(request), client, send_back=False
+        )
+    except ValueError as error:
+        raise HTTPException(400, detail=f"unusable offer: {error}") from error
+    await live.add_publisher(session, stream)
+    return _sdp_answer(answer.sdp, f"/whip/{session.id}", session.id)
+
+
+@router.delete("/whip/{session_id}")
+async def whip_end(
+    session_id: str, request: Request, services: ServicesDep, live: LiveDep
+) -> Response:
+    check_whip_token(services.settings, request.headers.get("authorization"))
+    await live.end_publisher(session_id)  # SessionNotFound -> 404
+    return Response(status_code=200)
+
+
+@router.patch("/whip/{session_id}")
+async def whip_patch(session_id: str) -> Response:
+    raise HTTPException(405, detail=_NO_TRICKLE, headers={"Allow": "DELETE"})
+
+
+@router.post("/whep/{session}")
+async def whep_play(
+    session: str, request: Request, services: ServicesDep, live: LiveDep
+) -> Response:
+    check_whip_token(services.settings, request.headers.get("authorization"))
+    offer = await _sdp_offer(request, services.settings)
+    target = live.resolve(session)  # SessionNotFound -> 404 (the app's error handlers)
+    try:
+        player, answer = await live.add_player(target, offer)
+    except PlayerLimitReached as error:
+        raise HTTPException(429, detail=str(error), headers={"Retry-After": "10"}) from None
+    except ValueError as error:
+        raise HTTPException(400, detail=f"unusable offer: {error}") from error
+    return _sdp_answer(answer, f"/whep/{target.id}/{player.id}", player.id)
+
+
+@router.delete("/whep/{session_id}/{player_id}")
+async def whep_end(
+    session_id: str, player_id: str, request: Request, services: ServicesDep, live: LiveDep
+) -> Response:
+    check_whip_token(services.settings, request.headers.get("authorization"))
+    try:
+        await live.end_player(session_id, player_id)
+    except PlayerNotFound as error:
+        raise HTTPException(404, detail=str(error)) from None
+    return Response(status_code=200)
+
+
+@router.patch("/whep/{session_id}/{player_id}")
+async def whep_patch(session_id: str, player_id: str) -> Response:
+    raise HTTPException(405, detail=_NO_TRICKLE, headers={"Allow": "DELETE"})
