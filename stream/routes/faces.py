@@ -1,0 +1,140 @@
+"""POST /faces (upload a swap source), DELETE /faces/{id}, POST /similarity.
+
+POST /faces: multipart with a file field `file` (JPEG, PNG or WebP) and a form field
+`consent` that must be true ("true", "on", "1" or "yes": the uploader confirms they
+may use this person's face) -> {"face_id"}. 422 when the photo holds no face or
+more than one, 413 over `max_image_bytes`, 415 when the file is not an image.
+
+POST /similarity: multipart `image_a`, `image_b` -> {"distance", "same_person",
+"threshold"} between the largest face of each (dlib 128-d encodings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Form, HTTPException, Response, UploadFile
+
+from engines.errors import NoFaceFound
+from engines.types import Face
+from stream.deps import ServicesDep
+from stream.face_store import ConsentRequired
+from stream.security.uploads import check_upload
+from stream.services import Services
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+MAX_IMAGE_PIXELS = 40_000_000
+_TRUE = {"true", "on", "1", "yes"}
+
+
+async def read_image(upload: UploadFile, limit: int, field: str) -> np.ndarray:
+    """An uploaded image as HxWx3 uint8 RGB (EXIF rotation applied).
+
+    413 over `limit` bytes, 415 when not JPEG/PNG/WebP, 422 when it does not decode."""
+    await check_upload(upload, "image")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(
+            413, detail=f"{field}: the image is larger than {limit} bytes, the limit"
+        )
+    return await asyncio.to_thread(_decode, data, field)
+
+
+def _decode(data: bytes, field: str) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise HTTPException(
+                    422, detail=f"{field}: {width}x{height} is more than {MAX_IMAGE_PIXELS} pixels"
+                )
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+            return np.ascontiguousarray(np.asarray(rgb, np.uint8))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise HTTPException(
+            422, detail=f"{field}: the image could not be decoded ({error})"
+        ) from None
+
+
+def _consented(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in _TRUE
+
+
+@router.post("/faces")
+async def upload_face(
+    services: ServicesDep,
+    file: UploadFile,
+    consent: Annotated[str | None, Form()] = None,
+) -> dict[str, str]:
+    if not _consented(consent):
+        raise ConsentRequired(
+            "consent is required: send the form field consent=true to confirm that you "
+            "have the right to use this person's face"
+        )
+    image = await read_image(file, services.settings.max_image_bytes, "file")
+    face_id = await services.worker.run(_store_face, services, image)
+    return {"face_id": face_id}
+
+
+def _store_face(services: Services, image: np.ndarray) -> str:
+    """In the worker thread: count faces with the shared MTCNN and store the upload."""
+    return services.faces.add(image, consent=True, detector=services.models.detector)
+
+
+@router.delete("/faces/{face_id}", status_code=204)
+async def delete_face(face_id: str, services: ServicesDep) -> Response:
+    removed = await asyncio.to_thread(services.faces.remove, face_id)
+    if not removed:
+        raise HTTPException(404, detail=f"no stored face {face_id!r}")
+    return Response(status_code=204)
+
+
+@router.post("/similarity")
+async def similarity(
+    services: ServicesDep, image_a: UploadFile, image_b: UploadFile
+) -> dict[str, Any]:
+    limit = services.settings.max_image_bytes
+    first = await read_image(image_a, limit, "image_a")
+    second = await read_image(image_b, limit, "image_b")
+    return await services.worker.run(_compare, services, first, second)
+
+
+def _compare(services: Services, first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
+    """In the worker thread: largest face of each image, encodings, distance."""
+    from engines.similarity import compare, shared_encoder
+
+    encoder = shared_encoder()
+    encodings = []
+    for field, image in (("image_a", first), ("image_b", second)):
+        face = _largest_face(services, image, field)
+        encodings.append(encoder.encode_faces(image, [face])[0])
+    result = compare(encodings[0], encodings[1])
+    return {
+        "distance": result.distance,
+        "same_person": result.same_person,
+        "threshold": result.threshold,
+    }
+
+
+def _largest_face(services: Services, image: np.ndarray, field: str) -> Face:
+    found = services.models.detector.detect([image])[0]
+    if not len(found):
+        raise NoFaceFound(f"{field}: no face found; use a photo with a clearly visible face")
+    faces = Face.from_detections(found)
+    face = max(faces, key=lambda f: f.width * f.height)
+    return Face(
+        face.track_id,
+        face.box,
+        face.landmarks5,
+        face.score,
+        services.models.landmarker.predict_faces(image, [face])[0],
+    )
