@@ -20,7 +20,7 @@ from stream.settings import Settings
 MIN_TOKEN_CHARS = 16
 
 # Path prefixes whose every method needs a token when authentication is on.
-PROTECTED_PREFIXES = ("/offer", "/whip", "/jobs", "/faces", "/sessions")
+PROTECTED_PREFIXES = ("/offer", "/whip", "/jobs", "/faces", "/similarity", "/sessions")
 
 
 class Unauthorized(PermissionError):

@@ -37,6 +37,8 @@ def body_limit(settings: Settings, method: str, path: str) -> int:
         return settings.max_offer_bytes
     if method == "POST" and path == "/faces":
         return settings.max_image_bytes + _FORM_ALLOWANCE
+    if method == "POST" and path == "/similarity":  # two images
+        return 2 * settings.max_image_bytes + _FORM_ALLOWANCE
     if method == "POST" and path == "/jobs":
         return settings.max_video_bytes + _FORM_ALLOWANCE
     return settings.max_body_bytes
