@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -203,35 +203,44 @@ class _GreedyTracker:
         return ids
 
 
+def _make_detector(device: str) -> tuple[Any, bool]:
+    """(detector, is_project_detector): engines.detection.FaceDetector when present,
+    else facenet-pytorch's reference MTCNN. Both look for faces down to 20 pixels."""
+    try:
+        from engines.detection import FaceDetector
+    except ImportError:
+        from facenet_pytorch import MTCNN
+
+        logger.info("engines.detection not present; detecting with facenet-pytorch's MTCNN")
+        return MTCNN(keep_all=True, device=device, min_face_size=20), False
+    return FaceDetector(device=device, min_face_size=20), True
+
+
+def _make_tracker() -> tuple[Any, bool]:
+    """(tracker, is_project_tracker): tracking.FaceTracker when present, else greedy IoU."""
+    try:
+        from tracking import FaceTracker  # type: ignore[attr-defined]
+    except ImportError:
+        logger.info("tracking.FaceTracker not present; following faces by box overlap")
+        return _GreedyTracker(), False
+    return FaceTracker(), True
+
+
 class _MtcnnFaceFinder:
     """MTCNN on a downscaled frame plus a tracker for ids; boxes and landmarks are the
     raw detections (sharper than smoothed ones for alignment), in full-frame pixels."""
 
     def __init__(self, device: str, max_side: int, min_score: float) -> None:
         self.max_side, self.min_score = max_side, min_score
-        try:
-            from engines.detection import FaceDetector
-            from tracking import FaceTracker  # type: ignore[attr-defined]
-
-            self._detector: object = FaceDetector(device=device)
-            self._tracker: object = FaceTracker()
-            self._project = True
-        except ImportError:
-            from facenet_pytorch import MTCNN
-
-            logger.info(
-                "engines.detection/tracking not present; using facenet-pytorch MTCNN and IoU tracking"
-            )
-            self._detector = MTCNN(keep_all=True, device=device, min_face_size=20)
-            self._tracker = _GreedyTracker()
-            self._project = False
+        self._detector, self._project_detector = _make_detector(device)
+        self._tracker, self._project_tracker = _make_tracker()
 
     def _detect(self, frame: np.ndarray) -> Detections:
         small, scale = _downscaled(frame, self.max_side)
-        if self._project:
-            found: Detections = self._detector.detect([small])[0]  # type: ignore[attr-defined]
+        if self._project_detector:
+            found: Detections = self._detector.detect([small])[0]
         else:
-            boxes, scores, points = self._detector.detect(small, landmarks=True)  # type: ignore[attr-defined]
+            boxes, scores, points = self._detector.detect(small, landmarks=True)
             if boxes is None:
                 return Detections.empty()
             found = Detections(
@@ -243,14 +252,16 @@ class _MtcnnFaceFinder:
         return Detections(found.boxes / scale, found.scores, found.landmarks / scale)
 
     def _track_ids(self, found: Detections) -> list[int]:
-        if not self._project:
-            return self._tracker.ids(found.boxes)  # type: ignore[attr-defined]
-        tracks = self._tracker.update(found.boxes, found.scores, found.landmarks)  # type: ignore[attr-defined]
+        if not self._project_tracker:
+            ids: list[int] = self._tracker.ids(found.boxes)
+            return ids
+        tracks = self._tracker.update(found.boxes, found.scores, found.landmarks)
         ids = [-1] * len(found)
         for track in (t for t in tracks if t.misses == 0):
             if len(found):
-                best = int(_iou(np.asarray(track.box, np.float32), found.boxes).argmax())
-                ids[best] = int(track.id)
+                overlaps = _iou(np.asarray(track.box, np.float32), found.boxes)
+                if overlaps.max() > 0.3:
+                    ids[int(overlaps.argmax())] = int(track.id)
         return ids
 
     def find(self, frame: np.ndarray, track: bool) -> list[Face]:

@@ -105,6 +105,7 @@ class FaceswapTrainer:
         self.optim_d = torch.optim.Adam(self.critics.parameters(), lr=train_config.lr, betas=betas)
         self.rng = torch.Generator().manual_seed(train_config.seed)
         self.iteration = 0
+        self.elapsed_s = 0.0  # training time of this run and the runs it resumed
         self._preview_index = {i: torch.arange(min(4, len(d))) for i, d in data.items()}
 
     # ----- one step -------------------------------------------------------------------------
@@ -193,15 +194,13 @@ class FaceswapTrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "config.json").write_text(json.dumps(self._describe(), indent=1))
         log = LossLog(self.out_dir / "loss_log.csv", resume_from=self.iteration)
-        started = time.perf_counter()
+        started = time.perf_counter() - self.elapsed_s
         window: list[dict[str, float]] = []
         while self.iteration < self.config.iters:
             window.append(self.step())
+            self.elapsed_s = time.perf_counter() - started
             if self.iteration % self.config.log_every == 0 or self.iteration == self.config.iters:
-                row = {
-                    "iteration": float(self.iteration),
-                    "elapsed_s": time.perf_counter() - started,
-                }
+                row = {"iteration": float(self.iteration), "elapsed_s": self.elapsed_s}
                 row.update({key: sum(r[key] for r in window) / len(window) for key in window[0]})
                 log.append(row)
                 window = []
@@ -274,6 +273,7 @@ class FaceswapTrainer:
             "version": CHECKPOINT_VERSION,
             "model_config": json.dumps(self.model_config.to_dict()),
             "iteration": self.iteration,
+            "elapsed_s": self.elapsed_s,
             "generator": self.generator.state_dict(),
             "critics": self.critics.state_dict(),
             "optim_g": self.optim_g.state_dict(),
@@ -316,5 +316,6 @@ class FaceswapTrainer:
         self.optim_d.load_state_dict(payload["optim_d"])
         self.rng.set_state(payload["rng"].cpu())
         self.iteration = int(payload["iteration"])
+        self.elapsed_s = float(payload.get("elapsed_s", 0.0))
         logger.info("resumed from %s at iteration %d", path, self.iteration)
         return True
