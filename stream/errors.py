@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from engines.errors import (
@@ -18,6 +19,7 @@ from engines.errors import (
 )
 from stream.sdp_check import InvalidSDP
 from stream.security import EmptyUpload, Unauthorized, UnsupportedMediaType
+from stream.security.responses import SafeJSONResponse, validation_error
 from stream.sessions import SessionLimitReached, SessionNotFound
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": "10"} if status == 429 else None
         if status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="facestream"'}
-        return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+        return SafeJSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -61,3 +63,4 @@ def install_error_handlers(app: FastAPI) -> None:
     for kind, _status in _STATUS:
         app.add_exception_handler(kind, typed_error)
     app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

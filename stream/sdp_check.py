@@ -30,6 +30,7 @@ _MEDIA = re.compile(r"^m=(audio|video|application) ([0-9]{1,5})(?:/[0-9]+)? ([A-
 _FINGERPRINT = re.compile(
     r"^(sha-1|sha-224|sha-256|sha-384|sha-512) ([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){15,63})$"
 )
+_MID = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]{1,32}$")
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")
 _SETUP = {"actpass", "active", "passive", "holdconn"}
 
@@ -103,6 +104,7 @@ def _check_lines(lines: Sequence[str]) -> None:
             raise InvalidSDP(f"malformed media line {line[:60]!r}")
     if not any(line.startswith("m=video ") for line in media):
         raise InvalidSDP("the offer has no video section (m=video): facestream processes video")
+    _check_mids(lines)
     candidates = 0
     for line in lines:
         if line.startswith("a=fingerprint:") and not _FINGERPRINT.match(
@@ -121,6 +123,22 @@ def _check_lines(lines: Sequence[str]) -> None:
     for attribute in ("ice-ufrag", "ice-pwd"):
         if not any(line.startswith(f"a={attribute}:") for line in lines):
             raise InvalidSDP(f"the SDP has no ICE credentials (a={attribute})")
+
+
+def _check_mids(lines: Sequence[str]) -> None:
+    """Every media section has exactly one a=mid, and no two share one (as WebRTC requires)."""
+    sections: list[list[str]] = []
+    for line in lines:
+        if line.startswith("m="):
+            sections.append([])
+        elif sections and line.startswith("a=mid:"):
+            sections[-1].append(line[len("a=mid:") :])
+    for index, mids in enumerate(sections):
+        if len(mids) != 1 or not _MID.match(mids[0]):
+            raise InvalidSDP(f"media section {index} needs exactly one a=mid with a short token")
+    flat = [mids[0] for mids in sections]
+    if len(set(flat)) != len(flat):
+        raise InvalidSDP("two media sections share an a=mid value")
 
 
 def _check_ice_value(line: str) -> None:

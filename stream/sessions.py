@@ -18,9 +18,11 @@ from engines.effects.base import EffectResources
 from engines.effects.registry import build_effect, get_effect_spec
 from engines.errors import EngineError
 from stream.audit import AuditLog
+from stream.lifetimes import close_peer
 from stream.metrics import Metrics
 from stream.models import SharedModels
 from stream.pipeline import EffectPipeline
+from stream.sdp_check import OFFER_ERRORS
 from stream.session_track import ProcessedVideoTrack
 from stream.worker import ModelWorker
 
@@ -182,9 +184,13 @@ class SessionManager:
                 raise ValueError("the offer has no video track")
             await pc.setLocalDescription(await pc.createAnswer())
             self._audit_event("session.start", session)
-        except Exception:
+        except Exception as error:
             await self._dispose(session)
-            raise
+            if isinstance(error, (*OFFER_ERRORS, OSError)):
+                raise
+            # aiortc trips over some malformed offers with lookups: still the offer's fault
+            logger.warning("aiortc could not use an offer", exc_info=True)
+            raise ValueError(f"aiortc could not use the offer ({type(error).__name__})") from error
         self._sessions[session.id] = session
         session.connect_deadline = asyncio.get_running_loop().call_later(
             self._connect_timeout_s, self._check_connected, session.id
@@ -299,7 +305,7 @@ class SessionManager:
             session.connect_deadline.cancel()
         if session.track is not None:
             session.track.stop()
-        await session.pc.close()
+        await close_peer(session.pc)
         await self._worker.run(session.pipeline.close)
         session.closed.set()
 
