@@ -39,7 +39,9 @@ from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# MP4/MOV only: their metadata tags read back as written, so stream.provenance never has
+# to remux the file (Matroska upper-cases tag names, which would trigger that remux).
+OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 
 
 class ConvertCancelled(RuntimeError):
