@@ -107,7 +107,7 @@ def _check_readable(path: Path, name: str) -> None:
     if path.stat().st_size == 0:
         raise MediaRejected(f"input {name} is empty")
     with path.open("rb") as handle:
-        head = handle.read(64).lstrip()
+        head = handle.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
     if any(head.startswith(signature) for signature in _REFUSED_SIGNATURES):
         raise MediaRejected(
             f"input {name} is a playlist or list file, not a video; give the video itself"
@@ -206,6 +206,10 @@ def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -
     return 0.0
 
 
+def _span(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def check(info: MediaInfo, limits: MediaLimits, name: str | None = None) -> None:
     """Raise MediaRejected with the first limit `info` breaks (`name`: the file in messages)."""
     where = f"input {name or info.path}"
@@ -224,8 +228,8 @@ def check(info: MediaInfo, limits: MediaLimits, name: str | None = None) -> None
         )
     if info.duration_s > limits.max_duration_s:
         raise MediaRejected(
-            f"{where} lasts {info.duration_s / 60:.1f} min; "
-            f"at most {limits.max_duration_s / 60:g} min is accepted"
+            f"{where} lasts {_span(info.duration_s)}; "
+            f"at most {_span(limits.max_duration_s)} is accepted"
         )
     if info.frames > limits.max_frames:
         raise MediaRejected(
