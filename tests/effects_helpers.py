@@ -9,21 +9,50 @@ from __future__ import annotations
 
 import dataclasses
 from functools import cache
+from typing import Any
 
 import numpy as np
 
 from engines.landmarks import LandmarkPredictor
-from engines.types import Face
+from engines.types import Detections, Face
 from stream.landmark_stage import LandmarkStage
 from stream.pipeline import FrameContext
 
 
-@cache
-def detector() -> object:
-    """The shared MTCNN detector (loaded once per test session)."""
-    from engines.detection import FaceDetector
+class _FacenetMTCNN:
+    """facenet-pytorch's reference MTCNN with the FaceDetector interface."""
 
-    return FaceDetector(device="cpu", min_face_size=20)
+    def __init__(self) -> None:
+        from facenet_pytorch import MTCNN
+
+        self._mtcnn = MTCNN(keep_all=True, device="cpu", min_face_size=40)
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        results = []
+        for image in images:
+            boxes, scores, points = self._mtcnn.detect(image, landmarks=True)
+            if boxes is None:
+                results.append(Detections.empty())
+                continue
+            results.append(
+                Detections(
+                    np.asarray(boxes.tolist(), np.float32),
+                    np.asarray(scores.tolist(), np.float32),
+                    np.asarray(points.tolist(), np.float32),
+                )
+            )
+        return results
+
+
+@cache
+def detector() -> Any:
+    """The project's MTCNN (engines.detection), or facenet-pytorch's reference MTCNN
+    while that package is not there; loaded once per test session."""
+    try:
+        from engines.detection import FaceDetector
+    except ImportError:
+        return _FacenetMTCNN()
+    return FaceDetector(device="cpu", min_face_size=40)
 
 
 @cache
@@ -33,7 +62,7 @@ def landmarker() -> LandmarkPredictor:
 
 def faces_in(image: np.ndarray, track_ids: bool = False) -> list[Face]:
     """Faces (with landmarks68) in one RGB image, largest first; track ids 0.. when asked."""
-    found = detector().detect([image])[0]  # type: ignore[attr-defined]
+    found = detector().detect([image])[0]
     faces = Face.from_detections(found)
     faces.sort(key=lambda f: -f.width * f.height)
     points = landmarker().predict_faces(image, faces)
@@ -43,16 +72,34 @@ def faces_in(image: np.ndarray, track_ids: bool = False) -> list[Face]:
     ]
 
 
-def track_clip(frames: list[np.ndarray]) -> list[list[Face]]:
-    """Faces per frame of a one-face clip: detection on every frame (track id 0), then
-    the real LandmarkStage with its temporal smoothing."""
+def moved_face(face: Face, shift: np.ndarray, scale: float, centre: np.ndarray) -> Face:
+    """`face` moved like a clip's portrait: scaled by `scale` about `centre`, then shifted."""
+    box = np.concatenate(
+        [
+            (face.box[:2] - centre) * scale + centre + shift,
+            (face.box[2:] - centre) * scale + centre + shift,
+        ]
+    )
+    points = (face.landmarks5 - centre) * scale + centre + shift
+    return dataclasses.replace(
+        face, box=box.astype(np.float32), landmarks5=points.astype(np.float32)
+    )
+
+
+def track_clip(
+    frames: list[np.ndarray], centres: np.ndarray, scales: np.ndarray | None = None
+) -> list[list[Face]]:
+    """Faces per frame of a one-face clip from tests/synthetic.py: the face detected on
+    the first frame, moved along the clip's known trajectory (a perfect tracker, track
+    id 0), then the real LandmarkStage (dlib on every frame, temporal smoothing)."""
+    first = max(Face.from_detections(detector().detect([frames[0]])[0]), key=lambda f: f.width)
+    first = dataclasses.replace(first, track_id=0)
+    scales = np.ones(len(frames)) if scales is None else np.asarray(scales) / scales[0]
     stage = LandmarkStage(landmarker())
     result = []
     for index, frame in enumerate(frames):
-        found = detector().detect([frame])[0]  # type: ignore[attr-defined]
-        faces = [dataclasses.replace(f, track_id=0) for f in Face.from_detections(found)]
-        faces = sorted(faces, key=lambda f: -f.width * f.height)[:1]
-        ctx = FrameContext(image=frame, index=index, faces=faces)
+        face = moved_face(first, centres[index] - centres[0], float(scales[index]), centres[0])
+        ctx = FrameContext(image=frame, index=index, faces=[face])
         stage.process(ctx)
         result.append(ctx.faces)
     return result
