@@ -27,7 +27,7 @@ from engines.effects.registry import build_effect, get_effect_spec
 from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
 from stream.media_probe import MediaInfo, MediaLimits, check, describe, open_input, probe
 from stream.models import SharedModels
-from stream.pipeline import EffectPipeline
+from stream.pipeline import EffectPipeline, TimingObserver
 from stream.provenance import (
     SIDECAR_SUFFIX,
     ProvenanceInfo,
@@ -148,14 +148,16 @@ def build_pipeline(
     params: Mapping[str, Any],
     resources: EffectResources,
     models: SharedModels,
+    observe: TimingObserver | None = None,
 ) -> EffectPipeline:
     """A pipeline for one file, built in the calling thread (which then owns its models).
 
+    observe: called with (stage name, seconds) for every stage of every frame.
     Raises UnknownEffect, InvalidParams or EffectUnavailable.
     """
     spec = get_effect_spec(effect_name)
     effect = build_effect(effect_name, params, resources)
-    return EffectPipeline(spec, effect, models.stage_factories())
+    return EffectPipeline(spec, effect, models.stage_factories(), observe)
 
 
 def convert_file(
@@ -173,6 +175,7 @@ def convert_file(
     cancel: threading.Event | None = None,
     job_id: str | None = None,
     source_name: str | None = None,
+    observe: TimingObserver | None = None,
 ) -> ConvertResult:
     """Convert INPUT to OUTPUT with one effect; every frame processed, audio copied.
 
@@ -181,6 +184,7 @@ def convert_file(
     called from this thread after every frame. The output carries its provenance
     (stream.provenance: metadata tags, a `.provenance.json` sidecar, C2PA when
     configured); job_id and source_name (default: INPUT's name) go into it.
+    observe: per-stage timings (stage name, seconds), e.g. for benchmarks.
     Raises MediaRejected (bad input), UnknownEffect / InvalidParams /
     EffectUnavailable (bad effect), ValueError (bad output name), ConvertCancelled
     (`cancel` set), ProvenanceError, or an av error from FFmpeg.
@@ -201,7 +205,7 @@ def convert_file(
         labelled=settings.label_swaps,
     )
     models = models or SharedModels(settings, resources.device)
-    pipeline = build_pipeline(effect_name, params, resources, models)
+    pipeline = build_pipeline(effect_name, params, resources, models, observe)
     try:
         return convert_with_pipeline(
             input,
