@@ -16,6 +16,7 @@ import torch
 from backends_helpers import Cancelling, TinyNet, TinyNetVariant, example_input
 
 from engines.backends import (
+    CompiledEngine,
     EagerBackend,
     EngineCache,
     EngineKey,
@@ -231,6 +232,36 @@ def test_batch_buckets(profile: tuple[int, int, int], buckets: tuple[int, ...]) 
     assert bucket_for(profile[2], buckets) == profile[2]
     with pytest.raises(ValueError):
         bucket_for(profile[2] + 1, buckets)
+
+
+@pytest.mark.parametrize(
+    ("buckets", "limits", "batch", "calls"),
+    [
+        ((1, 2, 4), (1, None), 3, [4]),  # padded up to the next bucket
+        ((1, 2, 4), (1, None), 7, [4, 4]),  # chunked by the largest bucket, the rest padded
+        (None, (4, 8), 2, [4]),  # padded up to a profile's minimum
+        (None, (1, 8), 19, [8, 8, 3]),  # chunked by a profile's maximum
+        (None, (1, None), 5, [5]),  # as it is
+    ],
+)
+def test_engine_pads_and_chunks_batches(buckets, limits, batch: int, calls: list[int]) -> None:
+    module = TinyNet().eval()
+    seen: list[int] = []
+
+    def spy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(int(x.shape[0]))
+        return module(x)
+
+    engine = CompiledEngine(
+        spy, key=tiny_key(), device=torch.device("cpu"), buckets=buckets, batch_limits=limits
+    )
+    x = example_input(batch, seed=batch)
+    features, pooled = engine(x)
+    assert seen == calls
+    with torch.no_grad():
+        want_features, want_pooled = module(x)
+    torch.testing.assert_close(features, want_features)
+    torch.testing.assert_close(pooled, want_pooled)
 
 
 # --- engines -----------------------------------------------------------------------------

@@ -97,8 +97,10 @@ def _pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
 class CompiledEngine:
     """A model ready to run: call it like the module it was built from.
 
-    Inputs: tensors on `device` (floating ones are cast to the engine's dtype; the
-    caller moves data to the device, the engine never copies host <-> device).
+    Inputs: tensors on `device`, batched along dim 0 (floating ones are cast to the
+    engine's dtype; the caller moves data to the device, the engine never copies
+    host <-> device). A batch is padded up to the engine's next bucket (or its
+    minimum batch) and one larger than `max_batch` runs in chunks.
     Outputs: the module's output structure, floating tensors as float32, owned by
     the caller (never a buffer a later call overwrites).
     """
@@ -110,6 +112,7 @@ class CompiledEngine:
         key: EngineKey,
         device: torch.device,
         buckets: tuple[int, ...] | None = None,
+        batch_limits: tuple[int, int | None] = (1, None),
         clone_outputs: bool = False,
         from_cache: bool = False,
         build_seconds: float = 0.0,
@@ -120,6 +123,8 @@ class CompiledEngine:
         self.device = device
         self.dtype = DTYPES[key.precision]
         self.buckets = buckets
+        self.min_batch = buckets[0] if buckets else batch_limits[0]
+        self.max_batch = buckets[-1] if buckets else batch_limits[1]
         self.clone_outputs = clone_outputs
         self.from_cache = from_cache
         self.build_seconds = build_seconds
@@ -137,16 +142,25 @@ class CompiledEngine:
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
         batch = int(inputs[0].shape[0]) if inputs else 0
+        if self.max_batch is not None and batch > self.max_batch:
+            return self._in_chunks(inputs, self.max_batch)
         args = [t.to(self.dtype) if t.is_floating_point() else t for t in inputs]
-        if self.buckets is not None:
-            size = bucket_for(batch, self.buckets)
-            args = [_pad_batch(t, size) for t in args]
+        target = bucket_for(batch, self.buckets) if self.buckets else max(batch, self.min_batch)
+        if inputs and target != batch:
+            args = [_pad_batch(t, target) for t in args]
         if self.device.type == "cuda" and self.clone_outputs:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode():
             outputs = self.fn(*args)
-        padded = bool(self.buckets is not None and args and args[0].shape[0] != batch)
+        padded = bool(inputs) and target != batch
         return pytree.tree_map_only(torch.Tensor, lambda t: self._finish(t, batch, padded), outputs)
+
+    def _in_chunks(self, inputs: Sequence[torch.Tensor], size: int) -> Any:
+        batch = int(inputs[0].shape[0])
+        parts = [
+            self(*(t[start : start + size] for t in inputs)) for start in range(0, batch, size)
+        ]
+        return pytree.tree_map(lambda *pieces: torch.cat(pieces), parts[0], *parts[1:])
 
     def _finish(self, tensor: torch.Tensor, batch: int, padded: bool) -> torch.Tensor:
         if padded:
@@ -227,6 +241,10 @@ class CompileBackend(abc.ABC):
         """Static batch sizes this backend builds for, or None when it takes any batch."""
         return None
 
+    def batch_limits(self, dynamic_batch: BatchProfile | None) -> tuple[int, int | None]:
+        """Smallest and largest batch an engine takes (None: no upper limit)."""
+        return (1, None)
+
     @abc.abstractmethod
     def build(
         self,
@@ -286,6 +304,7 @@ class CompileBackend(abc.ABC):
             key=key,
             device=self.device,
             buckets=self.buckets(dynamic_batch),
+            batch_limits=self.batch_limits(dynamic_batch),
             clone_outputs=self._clones_outputs(),
             from_cache=from_cache,
         )

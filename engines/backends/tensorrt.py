@@ -54,6 +54,10 @@ class TensorRTBackend(CompileBackend):
             )
         return None
 
+    def batch_limits(self, dynamic_batch: BatchProfile | None) -> tuple[int, int | None]:
+        # The engine's optimisation profile: pad below its minimum, chunk above its maximum.
+        return (dynamic_batch[0], dynamic_batch[2]) if dynamic_batch else (1, None)
+
     def build(
         self,
         module: nn.Module,
