@@ -192,3 +192,75 @@ def _decode_png(data: bytes) -> np.ndarray:
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+@pytest.mark.parametrize(
+    ("background", "key"), [("green", (0, 255, 0)), ("#ff00ff", (255, 0, 255))]
+)
+def test_keyed_background_keeps_only_the_heads(background: str, key: tuple[int, int, int]) -> None:
+    from engines.effects.filters import NoEffect
+    from engines.types import Face
+    from stream.keying import KeyedBackground, parse_key_colour
+
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    face = Face(
+        track_id=1,
+        box=np.array([130, 80, 190, 160], np.float32),
+        landmarks5=np.zeros((5, 2), np.float32),
+    )
+    out = KeyedBackground(NoEffect(), parse_key_colour(background)).apply(frame.copy(), [face])
+    assert tuple(out[5, 5]) == key and tuple(out[230, 310]) == key  # far from the head: key colour
+    assert tuple(out[120, 160]) == (90, 90, 90)  # the face itself: untouched
+    nothing = KeyedBackground(NoEffect(), parse_key_colour(background)).apply(frame.copy(), [])
+    assert (nothing == np.asarray(key, np.uint8)).all()  # no face: nothing to show
+
+
+def green_screen_frames(count: int) -> list[np.ndarray]:
+    """The portrait pasted in the middle of a pure green (key colour) frame."""
+    import cv2
+
+    portrait = cv2.resize(
+        load_rgb(portrait_path("paul_rudd"), 480), (120, 150), interpolation=cv2.INTER_AREA
+    )
+    frames = []
+    for _ in range(count):
+        frame = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+        frame[:, :, 1] = 255
+        frame[45:195, 100:220] = portrait
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.browser
+async def test_overlay_makes_the_key_colour_transparent(server: RunningServer) -> None:
+    from playwright.async_api import async_playwright
+
+    require_chromium()
+    source = ClipTrack(green_screen_frames(30), fps=15, loop=True)
+    publisher = await whip_publish(server.url, source, "?effect=none&stream=keyed", TOKEN)
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=list(BASE_FLAGS)
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 320, "height": 240})
+                await page.goto(
+                    f"{server.url}/overlay?session=keyed&token={TOKEN}&background=transparent"
+                )
+                await page.wait_for_function(
+                    "window.overlayState && window.overlayState.frames > 10", timeout=60_000
+                )
+                await asyncio.sleep(0.5)
+                shot = await page.screenshot(type="png", omit_background=True)
+            finally:
+                await browser.close()
+    finally:
+        await publisher.pc.close()
+    import cv2
+
+    rgba = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (240, 320, 4)
+    alpha = rgba[:, :, 3]
+    assert alpha[10:35, 10:90].max() < 40, "the green background is not transparent"
+    assert alpha[80:160, 130:190].min() > 215, "the face is not opaque"

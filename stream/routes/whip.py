@@ -1,10 +1,12 @@
 """WHIP ingest (RFC 9725) and WHEP playback of the processed stream.
 
-POST /whip?effect=NAME&stream=NAME&KEY=VALUE...   Content-Type: application/sdp
-    body: the publisher's SDP offer; answer: 201 Created, application/sdp,
-    Location: /whip/{session_id}. Every query key other than `effect` and `stream`
-    is an effect parameter (OBS can only set a URL and a token, so the URL carries
-    the effect). `stream` (default "live") names the stream for players.
+POST /whip?effect=NAME&stream=NAME&background=green&KEY=VALUE...
+    Content-Type: application/sdp; body: the publisher's SDP offer; answer: 201
+    Created, application/sdp, Location: /whip/{session_id}. Every query key other
+    than `effect`, `stream` and `background` is an effect parameter (OBS can only
+    set a URL and a token, so the URL carries the effect). `stream` (default "live")
+    names the stream for players. `background=green` (or RRGGBB) paints everything
+    outside the heads in that key colour, for the overlay's transparent background.
 DELETE /whip/{session_id}    ends the session (200).
 POST /whep/{session}         `session`: a session id or a stream name; body: a
     recvonly SDP offer; answer: 201, Location: /whep/{session}/{player_id}.
@@ -12,10 +14,11 @@ DELETE /whep/{session}/{player_id}   ends that player only.
 PATCH on either resource: 405 — aiortc does not trickle ICE; clients must put
     their candidates in the offer (OBS and browsers that wait for gathering do).
 
-Authentication: when Settings.whip_token is set, every WHIP and WHEP request must
-carry `Authorization: Bearer <whip_token>` (one of Settings.api_tokens also works);
-otherwise 401 with `WWW-Authenticate: Bearer`. When the server requires API tokens
-(stream.security), its middleware also checks /whip for one of api_tokens.
+Authentication: when Settings.whip_token is set, or the server requires API tokens
+(stream.security: any non-loopback host by default), every WHIP and WHEP request
+must carry `Authorization: Bearer <token>` with the WHIP token or an API token;
+otherwise 401 with `WWW-Authenticate: Bearer`. (When API tokens are required, the
+security middleware checks /whip first, against the API tokens only.)
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ from typing import Annotated
 from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 
+from engines.effects.base import Color
+from engines.effects.registry import build_effect, get_effect_spec
 from stream.deps import ServicesDep
+from stream.keying import KeyedBackground, keyed_spec, parse_key_colour
 from stream.live import DEFAULT_STREAM, LiveRegistry, PlayerLimitReached, PlayerNotFound
 from stream.sdp_check import check_offer_sdp
-from stream.security import Unauthorized
-from stream.sessions import EffectChoice
+from stream.security import Unauthorized, auth_required
+from stream.services import Services
+from stream.sessions import EffectChoice, Session
 from stream.settings import Settings
 
 SDP_TYPE = "application/sdp"
-_RESERVED_QUERY = {"effect", "stream"}
+_RESERVED_QUERY = {"effect", "stream", "background"}
 _NO_TRICKLE = "this server does not support trickle ICE; send every candidate in the offer"
 
 
@@ -62,16 +69,21 @@ LiveDep = Annotated[LiveRegistry, Depends(get_live)]
 
 
 def check_whip_token(settings: Settings, authorization: str | None) -> None:
-    """Raise Unauthorized unless `authorization` carries the WHIP token (when one is set)."""
-    expected = settings.whip_token
-    if expected is None:
+    """Raise Unauthorized unless `authorization` carries an accepted token, when one is needed.
+
+    A token is needed when Settings.whip_token is set or the server requires API tokens
+    (stream.security.auth_required); accepted: whip_token and every API token.
+    """
+    accepted = [settings.whip_token] if settings.whip_token else []
+    if not accepted and not auth_required(settings):
         return
+    accepted += settings.api_tokens
     scheme, _, given = (authorization or "").strip().partition(" ")
     given = given.strip()
     if scheme.lower() != "bearer" or not given:
         raise Unauthorized("send the WHIP token as the header Authorization: Bearer <token>")
-    matched = hmac.compare_digest(expected.encode(), given.encode())
-    for token in settings.api_tokens:
+    matched = False
+    for token in accepted:
         matched |= hmac.compare_digest(token.encode(), given.encode())
     if not matched:
         raise Unauthorized("the Bearer token is not valid for WHIP/WHEP on this server")
@@ -113,15 +125,39 @@ async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -
     stream = request.query_params.get("stream") or DEFAULT_STREAM
     if len(stream) > 64 or not stream.replace("-", "").replace("_", "").isalnum():
         raise HTTPException(422, detail="stream must be 1-64 letters, digits, - or _")
+    key = _key_colour(request.query_params.get("background"))
     client = request.client.host if request.client else "unknown"
+    choice = effect_from_query(request)
     try:
-        session, answer = await services.sessions.create(
-            offer, effect_from_query(request), client, send_back=False
-        )
+        session, answer = await services.sessions.create(offer, choice, client, send_back=False)
     except ValueError as error:
         raise HTTPException(400, detail=f"unusable offer: {error}") from error
+    if key is not None:
+        await _key_background(services, session, choice, key)
     await live.add_publisher(session, stream)
     return _sdp_answer(answer.sdp, f"/whip/{session.id}", session.id)
+
+
+def _key_colour(value: str | None) -> Color | None:
+    if value is None or value.strip().lower() in ("", "none"):
+        return None
+    try:
+        return parse_key_colour(value)
+    except ValueError as error:
+        raise HTTPException(422, detail=str(error)) from None
+
+
+async def _key_background(
+    services: Services, session: Session, choice: EffectChoice, key: Color
+) -> None:
+    """Swap the new session's effect for the same effect with a key-colour background."""
+    spec = get_effect_spec(choice.name)
+    inner = await services.worker.run(
+        build_effect, choice.name, choice.params, services.effect_resources()
+    )
+    await services.worker.run(
+        session.pipeline.set_effect, keyed_spec(spec), KeyedBackground(inner, key)
+    )
 
 
 @router.delete("/whip/{session_id}")
