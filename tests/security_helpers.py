@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -44,17 +45,33 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+# Workers of bounded, on-demand thread pools (asyncio's and uvloop's default executors,
+# AnyIO's worker threads, concurrent.futures pools): they grow up to a fixed size under
+# load and then stay, so they are counted apart from the threads a session could leak.
+_POOL_THREAD = re.compile(
+    r"^(asyncio_\d+|uvloop_\d+|AnyIO worker thread|ThreadPoolExecutor-\d+_\d+)$"
+)
+POOL_THREAD_BOUND = 3 * min(32, (os.cpu_count() or 1) + 4)
+
+
 @dataclass(frozen=True)
 class ResourceCounts:
-    """What a server leaks when sessions are not cleaned up."""
+    """What a server leaks when sessions are not cleaned up.
+
+    threads: threads other than pool workers; pool_threads: on-demand pool workers.
+    """
 
     rss: int
     threads: int
+    pool_threads: int
     fds: int
     tasks: int
 
     def describe(self) -> str:
-        return f"rss={self.rss / 2**20:.1f} MiB threads={self.threads} fds={self.fds} tasks={self.tasks}"
+        return (
+            f"rss={self.rss / 2**20:.1f} MiB threads={self.threads}+{self.pool_threads} pooled "
+            f"fds={self.fds} tasks={self.tasks}"
+        )
 
 
 def count_resources(loop: asyncio.AbstractEventLoop | None = None) -> ResourceCounts:
@@ -63,6 +80,12 @@ def count_resources(loop: asyncio.AbstractEventLoop | None = None) -> ResourceCo
     tasks = 0
     if loop is not None:
         tasks = sum(1 for task in asyncio.all_tasks(loop) if not task.done())
+    names = [thread.name for thread in threading.enumerate()]
+    pooled = sum(1 for name in names if _POOL_THREAD.match(name))
     return ResourceCounts(
-        rss=rss_bytes(), threads=threading.active_count(), fds=open_fds(), tasks=tasks
+        rss=rss_bytes(),
+        threads=len(names) - pooled,
+        pool_threads=pooled,
+        fds=open_fds(),
+        tasks=tasks,
     )
