@@ -44,7 +44,13 @@ def build_services(settings: Settings) -> Services:
     faces = FaceStore(settings.data_dir / "faces")
     resources = EffectResources(weights_dir=settings.weights_dir, device=device, source_faces=faces)
     sessions = SessionManager(
-        worker, models, metrics, resources, settings.max_sessions, settings.max_sessions_per_client
+        worker,
+        models,
+        metrics,
+        resources,
+        settings.max_sessions,
+        settings.max_sessions_per_client,
+        connect_timeout_s=settings.session_connect_timeout_s,
     )
     jobs = JobManager(settings, resources, settings.job_max_pending, settings.job_retention_s)
     return Services(settings, worker, models, metrics, faces, sessions, jobs)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Sessions
     max_sessions: int = Field(8, ge=1, le=1000)
     max_sessions_per_client: int = Field(4, ge=1, le=1000)
+    session_connect_timeout_s: float = Field(
+        default=20.0, ge=0.5, le=600, description="a peer not connected by then is dropped"
+    )
 
     # Conversion jobs (stream/jobs.py) and WHIP/WHEP (stream/routes/whip.py)
     job_max_pending: int = Field(default=4, ge=1, le=1000, description="waiting jobs; more: 429")
