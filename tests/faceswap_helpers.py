@@ -3,16 +3,20 @@ the pipeline's stage factories and clips written as real video files."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from conftest import SHARED_DATA
 
 from engines.faceswap_gan.model import FaceswapConfig
 from engines.faceswap_gan.trainer import TrainConfig
+from engines.types import Face
 from stream.extract import ExtractOptions, ExtractSummary, extract_faces
-from stream.pipeline import StageFactories
+from stream.pipeline import FrameContext, StageFactories
 
 VIDEO = SHARED_DATA / "video.mp4"
 PORTRAITS = SHARED_DATA / "faces"
@@ -24,16 +28,16 @@ TINY_MODEL = FaceswapConfig(
 
 
 def extract_video_faces(
-    out_dir: Path, frames: int = 4, size: int = 64, **options: object
+    out_dir: Path, frames: int = 4, size: int = 64, **options: Any
 ) -> ExtractSummary:
     """Faces of the first `frames` frames of the crowd video (detected at 640 px wide)."""
     settings = ExtractOptions(
         size=size, max_frames=frames, detect_max_side=640, min_face=30, **options
-    )  # type: ignore[arg-type]
+    )
     return extract_faces(VIDEO, out_dir, settings)
 
 
-def extract_portrait_faces(out_dir: Path, size: int = 64, **options: object) -> ExtractSummary:
+def extract_portrait_faces(out_dir: Path, size: int = 64, **options: Any) -> ExtractSummary:
     return extract_faces(PORTRAITS, out_dir, ExtractOptions(size=size, **options))  # type: ignore[arg-type]
 
 
@@ -52,14 +56,41 @@ def tiny_train_config(iters: int, **changes: object) -> TrainConfig:
     return TrainConfig(**settings)  # type: ignore[arg-type]
 
 
+class DetectEveryFrame:
+    """Stand-in face stage while stream.face_stage is absent: the project's MTCNN on every
+    frame, faces numbered largest first (Stage protocol)."""
+
+    name = "face"
+
+    def __init__(self) -> None:
+        from engines.detection import FaceDetector
+
+        self.detector = FaceDetector(device="cpu", min_face_size=20)
+
+    def process(self, ctx: FrameContext) -> None:
+        found = self.detector.detect([ctx.image])[0]
+        faces = sorted(Face.from_detections(found), key=lambda f: -f.width * f.height)
+        ctx.faces = [dataclasses.replace(face, track_id=i) for i, face in enumerate(faces)]
+
+    def reset(self) -> None:
+        pass
+
+
+def has_face_stage() -> bool:
+    return importlib.util.find_spec("stream.face_stage") is not None
+
+
 def stage_factories() -> StageFactories:
-    """The pipeline's own stages on CPU: face detection + tracking, and the label."""
+    """The pipeline's own stages on CPU (face detection + tracking, the label); the face
+    stage is DetectEveryFrame until stream.face_stage exists."""
+    from stream.label_stage import LabelStage
     from stream.models import SharedModels
     from stream.settings import Settings
 
-    return SharedModels(
-        Settings(device="cpu", detect_every=1, min_face_size=20), "cpu"
-    ).stage_factories()
+    if has_face_stage():
+        settings = Settings(device="cpu", detect_every=1, min_face_size=20)
+        return SharedModels(settings, "cpu").stage_factories()
+    return StageFactories(face=DetectEveryFrame, label=lambda: LabelStage(enabled=True))
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:

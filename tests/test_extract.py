@@ -35,7 +35,7 @@ def test_video_faces_are_aligned_and_listed(video_extract: Path) -> None:
     template = template_points(96, manifest.padding)
     for face in manifest.faces:
         image = cv2.imread(str(video_extract / face.file))
-        assert image.shape == (96, 96, 3)
+        assert image is not None and image.shape == (96, 96, 3)
         assert face.source == VIDEO.name and 0 <= face.frame < 5 and face.track_id >= 0
         # Aligned by a similarity fit, so the five points sit close to the template.
         assert np.abs(np.asarray(face.landmarks) - template).max() < 96 * 0.12
@@ -99,6 +99,7 @@ def test_existing_extract_needs_append(tmp_path: Path) -> None:
     with pytest.raises(ExtractError, match="same --size"):
         extract_portrait_faces(tmp_path, size=128, append=True)
     image = cv2.imread(str(next(PORTRAITS.glob("*.jpg"))))
+    assert image is not None
     single = tmp_path / "single.png"
     cv2.imwrite(str(single), cv2.flip(image, 1))
     summary = extract_faces(single, tmp_path, ExtractOptions(size=64, append=True))

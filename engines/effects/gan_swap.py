@@ -113,28 +113,40 @@ class GanSwapEffect(Effect):
         return frame
 
 
-def _compile_fn(device: str) -> Any:
-    """A compile function for the swap network on CUDA (engines.backends), else None."""
-    if not device.startswith("cuda"):
+def _compile_fn(path: Path, resources: EffectResources, direction: str) -> Any:
+    """On CUDA, a function compiling the swap network with engines.backends (cached
+    under weights/cache, keyed by the model file's hash); None on CPU (eager)."""
+    if not resources.device.startswith("cuda"):
         return None
-    try:
-        from engines.faceswap_gan.compiled import compile_swap_net
-    except ImportError:
-        return None
-    return compile_swap_net
+    from engines.backends import hash_file
+    from engines.faceswap_gan.compiled import compile_swap_net
+
+    model_hash = hash_file(path)
+
+    def compile_fn(net: Any, config: Any) -> Any:
+        return compile_swap_net(
+            net,
+            config,
+            name=f"faceswap.{direction}.{config.size}",
+            device=resources.device,
+            cache_dir=Path(resources.weights_dir) / "cache",
+            model_hash=model_hash,
+        )
+
+    return compile_fn
 
 
 def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
-    from engines.faceswap_gan.inference import FaceSwapper, shared_model
+    from engines.faceswap_gan.inference import shared_swapper
 
     path = resolve_model_path(resources)
     if path is None:
         raise EffectUnavailable(f"effect 'gan_swap' has no model: {_TRAIN_HINT}")
+    compile_fn = _compile_fn(path, resources, params["direction"])
     try:
-        model = shared_model(path, resources.device)
+        swapper = shared_swapper(path, resources.device, params["direction"], compile_fn)
     except ModelLoadError as error:
         raise EffectUnavailable(f"effect 'gan_swap' cannot load its model: {error}") from error
-    swapper = FaceSwapper(model, params["direction"], compile_fn=_compile_fn(resources.device))
     logger.info(
         "gan_swap: %s, %s, size %d on %s", path, params["direction"], swapper.size, resources.device
     )

@@ -28,21 +28,58 @@ SwapCallable = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 _cache_lock = threading.Lock()
 _loaded: dict[tuple[str, int, int, str], LoadedModel] = {}
+_swappers: dict[tuple[tuple[str, int, int, str], str, bool], FaceSwapper] = {}
+
+
+def _signature(path: Path, device: str) -> tuple[str, int, int, str] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path), stat.st_size, stat.st_mtime_ns, str(device))
 
 
 def shared_model(path: Path, device: str = "cpu") -> LoadedModel:
     """The model at `path` on `device`, loaded once per file version (path, size, mtime)
     and reused by every effect. Raises ModelLoadError like load_model."""
     path = Path(path).resolve()
-    try:
-        stat = path.stat()
-        signature = (str(path), stat.st_size, stat.st_mtime_ns, str(device))
-    except OSError:
+    signature = _signature(path, device)
+    if signature is None:
         return load_model(path, device)  # raises the clear "does not exist" error
     with _cache_lock:
         if signature not in _loaded:
-            _loaded[signature] = load_model(path, device)
+            model = load_model(path, device)
+            _forget_older_versions(signature)
+            _loaded[signature] = model
         return _loaded[signature]
+
+
+def _forget_older_versions(signature: tuple[str, int, int, str]) -> None:
+    """Drop cached models and swappers of earlier versions of the same file and device."""
+    path, _, _, device = signature
+    for key in [k for k in _loaded if k[0] == path and k[3] == device]:
+        del _loaded[key]
+    for swap_key in [k for k in _swappers if k[0][0] == path and k[0][3] == device]:
+        del _swappers[swap_key]
+
+
+def shared_swapper(
+    path: Path,
+    device: str,
+    direction: Direction,
+    compile_fn: Callable[[SwapNet, FaceswapConfig], SwapCallable] | None = None,
+) -> FaceSwapper:
+    """A FaceSwapper for one model file, device and direction, built (and compiled,
+    when `compile_fn` is given) once and shared by every effect instance."""
+    model = shared_model(path, device)
+    signature = _signature(Path(path).resolve(), device)
+    if signature is None:  # the file vanished after loading
+        return FaceSwapper(model, direction, compile_fn)
+    key = (signature, direction, compile_fn is not None)
+    with _cache_lock:
+        if key not in _swappers:
+            _swappers[key] = FaceSwapper(model, direction, compile_fn)
+        return _swappers[key]
 
 
 @dataclass(frozen=True)
