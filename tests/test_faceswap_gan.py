@@ -509,3 +509,65 @@ def test_swapper_through_a_compile_backend_matches_eager(trained: Run, direction
     compiled = FaceSwapper(model, direction, compile_fn)(crops)  # type: ignore[arg-type]
     assert np.abs(eager.rgb.astype(int) - compiled.rgb).max() <= 1
     np.testing.assert_allclose(eager.mask, compiled.mask, atol=1e-4)
+
+
+def _train_args(datasets: dict[str, FaceDataset], out: Path, *extra: str) -> list[str]:
+    tiny = [
+        "--width",
+        "8",
+        "--max-width",
+        "32",
+        "--latent",
+        "32",
+        "--attention",
+        "16",
+        "--batch-size",
+        "2",
+    ]
+    folders = ["--a", str(datasets["a"].folder), "--b", str(datasets["b"].folder)]
+    return ["train", "faceswap", *folders, "--out", str(out), "--size", "64", *tiny, *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "iterations"),
+    [(["--iters", "2"], 2), (["--iters", "1000", "--max-minutes", "0.0001"], 1)],
+)
+def test_cli_trains_and_exports(
+    datasets: dict[str, FaceDataset],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    extra: list[str],
+    iterations: int,
+) -> None:
+    out = tmp_path / "weights" / "faceswap" / "pair"
+    assert cli_main(_train_args(datasets, out, "--weights-dir", str(tmp_path), *extra)) == 0
+    assert f"({iterations} iterations)" in capsys.readouterr().out
+    assert "perceptual loss disabled" in caplog.text
+    assert load_model(out / "model.pt").metadata["names"] == [
+        datasets["a"].folder.name,
+        datasets["b"].folder.name,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"), [("missing", "not an extract folder"), ("a", "padding")]
+)
+def test_cli_train_errors_are_one_line(
+    datasets: dict[str, FaceDataset],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    folder: str,
+    message: str,
+) -> None:
+    if folder == "a":  # a folder cut with another padding than person a's
+        other = tmp_path / "other"
+        extract_portrait_faces(other, padding=0.3)
+        args = _train_args(datasets, tmp_path / "run", "--iters", "1")
+        args[args.index("--b") + 1] = str(other)
+    else:
+        args = _train_args(datasets, tmp_path / "run", "--iters", "1")
+        args[args.index("--a") + 1] = str(tmp_path / "missing")
+    assert cli_main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("facestream train:") and message in last

@@ -32,7 +32,13 @@ from engines.faceswap_gan.model import (
     PatchDiscriminator,
 )
 from engines.faceswap_gan.modelfile import MODEL_FILENAME, export_model
-from engines.faceswap_gan.reports import LossLog, draw_loss_curve, preview_grid, save_png
+from engines.faceswap_gan.reports import (
+    LossLog,
+    draw_loss_curve,
+    preview_grid,
+    read_loss_log,
+    save_png,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ class TrainConfig:
     """iters: total iterations (a resumed run continues up to it). batch_size: faces
     per identity per step. lr: Adam learning rate of generator and critics.
     checkpoint_every / preview_every / log_every: in iterations. device: "cpu" or "cuda[:N]".
+    max_seconds: stop (checkpoint, export) once this much training time has passed,
+    counting resumed runs; None for no limit.
     names: display names of identities a and b (stored in the exported model)."""
 
     iters: int = 20000
@@ -60,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     names: tuple[str, str] = ("a", "b")
+    max_seconds: float | None = None
     weights: losses.LossWeights = field(default_factory=losses.LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -196,10 +205,11 @@ class FaceswapTrainer:
         log = LossLog(self.out_dir / "loss_log.csv", resume_from=self.iteration)
         started = time.perf_counter() - self.elapsed_s
         window: list[dict[str, float]] = []
-        while self.iteration < self.config.iters:
+        while self.iteration < self.config.iters and not self._out_of_time():
             window.append(self.step())
             self.elapsed_s = time.perf_counter() - started
-            if self.iteration % self.config.log_every == 0 or self.iteration == self.config.iters:
+            last = self.iteration == self.config.iters or self._out_of_time()
+            if self.iteration % self.config.log_every == 0 or last:
                 row = {"iteration": float(self.iteration), "elapsed_s": self.elapsed_s}
                 row.update({key: sum(r[key] for r in window) / len(window) for key in window[0]})
                 log.append(row)
@@ -212,11 +222,13 @@ class FaceswapTrainer:
                 self.save_checkpoint()
         self.save_checkpoint()
         self.write_preview()
-        from engines.faceswap_gan.reports import read_loss_log
-
         if log.path.is_file() and log.path.stat().st_size:
             draw_loss_curve(read_loss_log(log.path), CURVE_KEYS, self.out_dir / "loss_curve.png")
         return self.export()
+
+    def _out_of_time(self) -> bool:
+        limit = self.config.max_seconds
+        return limit is not None and self.elapsed_s >= limit
 
     def _describe(self) -> dict[str, Any]:
         train = asdict(self.config)

@@ -33,6 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--iters", type=int, default=20000, help="total iterations (a resumed run continues)"
     )
     faceswap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop after this much training time (all runs)",
+    )
+    faceswap.add_argument(
         "--batch-size", type=int, default=8, help="faces per person per iteration"
     )
     faceswap.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
@@ -112,6 +118,7 @@ def _build_trainer(args: argparse.Namespace) -> Any:
         seed=args.seed,
         device=_device(args.device),
         names=(names[0], names[1]),
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
     )
     perceptual = None
     if not args.no_perceptual:
