@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -40,7 +41,7 @@ class MediaSummary:
 def summarise(path: Path, keep_frames: set[int] | None = None) -> MediaSummary:
     """Decode every video frame of `path` (keeping RGB copies of `keep_frames`) and list audio."""
     with av.open(str(path)) as container:
-        video = container.streams.video[0]
+        video: Any = container.streams.video[0]
         duration = float(video.duration * video.time_base) if video.duration else 0.0
         summary = MediaSummary(
             width=video.codec_context.width,
@@ -51,7 +52,7 @@ def summarise(path: Path, keep_frames: set[int] | None = None) -> MediaSummary:
             metadata=dict(container.metadata),
         )
         streams = [video, *container.streams.audio[:1]]
-        if container.streams.audio:
+        if container.streams.audio and container.streams.audio[0].time_base is not None:
             summary.audio_time_base = Fraction(container.streams.audio[0].time_base)
         for packet in container.demux(*streams):
             if packet.stream.type == "audio":
@@ -60,6 +61,7 @@ def summarise(path: Path, keep_frames: set[int] | None = None) -> MediaSummary:
                         AudioPacket(bytes(packet), packet.pts, packet.dts, packet.duration)
                     )
                 continue
+            frame: Any
             for frame in packet.decode():
                 if keep_frames is not None and len(summary.pts) in keep_frames:
                     summary.frames.append(frame.to_ndarray(format="rgb24"))
@@ -84,7 +86,7 @@ def cut_clip(
     steps = pts_steps or [1] * frames
     options = {"preset": "ultrafast"} if codec == "libx264" else {}
     with av.open(str(VIDEO)) as source, av.open(str(path), "w", format=container) as out:
-        out_video = out.add_stream(codec, rate=25, options=options)
+        out_video: Any = out.add_stream(codec, rate=25, options=options)
         out_video.width, out_video.height = size
         out_video.pix_fmt = pix_fmt
         out_video.codec_context.time_base = Fraction(1, 25)

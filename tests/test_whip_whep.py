@@ -191,6 +191,8 @@ def _decode_png(data: bytes) -> np.ndarray:
     import cv2
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise AssertionError("the screenshot is not a PNG")
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
@@ -260,7 +262,7 @@ async def test_overlay_makes_the_key_colour_transparent(server: RunningServer) -
     import cv2
 
     rgba = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert rgba.shape == (240, 320, 4)
+    assert rgba is not None and rgba.shape == (240, 320, 4)
     alpha = rgba[:, :, 3]
     assert alpha[10:35, 10:90].max() < 40, "the green background is not transparent"
     assert alpha[80:160, 130:190].min() > 215, "the face is not opaque"
