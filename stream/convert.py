@@ -22,7 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from engines.effects.base import EffectResources
+from engines.effects.base import EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
 from stream.media_probe import MediaInfo, MediaLimits, check, describe, open_input, probe
@@ -194,16 +194,7 @@ def convert_file(
     spec = get_effect_spec(effect_name)
     values = spec.validate(params)  # fail before opening anything
     probe(input, limits)  # and before loading any model
-    face_ids = [str(values[k]) for k, p in spec.params.items() if p.type == "face" and values[k]]
-    provenance = ProvenanceInfo(
-        effect=effect_name,
-        changes_identity=spec.changes_identity,
-        params=values,
-        job_id=job_id,
-        face_id=face_ids[0] if face_ids else None,
-        source_name=source_name or Path(input).name,
-        labelled=settings.label_swaps,
-    )
+    provenance = _provenance(spec, values, settings, job_id, source_name or Path(input).name)
     models = models or SharedModels(settings, resources.device)
     pipeline = build_pipeline(effect_name, params, resources, models, observe)
     try:
@@ -221,6 +212,25 @@ def convert_file(
         )
     finally:
         pipeline.close()
+
+
+def _provenance(
+    spec: EffectSpec,
+    values: Mapping[str, Any],
+    settings: Settings,
+    job_id: str | None,
+    source_name: str,
+) -> ProvenanceInfo:
+    face_ids = [str(values[k]) for k, p in spec.params.items() if p.type == "face" and values[k]]
+    return ProvenanceInfo(
+        effect=spec.name,
+        changes_identity=spec.changes_identity,
+        params=values,
+        job_id=job_id,
+        face_id=face_ids[0] if face_ids else None,
+        source_name=source_name,
+        labelled=settings.label_swaps,
+    )
 
 
 def convert_with_pipeline(
