@@ -1,0 +1,156 @@
+"""Slow consumers and floods: queues stay short, latency stays flat, the cap holds.
+
+Slow consumer: a real peer sends 1280x720 video at 20 fps to a session running
+`cartoon`, which takes ~100 ms per 720p frame on a 2-core CPU, so input is
+faster than processing. The frames waiting in the server stay at 2 or fewer:
+decoded ones (aiortc's frame queue + the latest-frame slot) and, separately,
+encoded ones waiting for aiortc's decoder thread. Stale frames are dropped (and counted), and the end-to-end latency at the
+end of the run is no higher than at its start.
+
+Flood: with `max_sessions` live sessions streaming, a burst of concurrent offers
+gets 429 with Retry-After while the existing sessions keep their frame rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from security_helpers import offer_sdp_async
+from server_helpers import RunningServer, running_server
+from webrtc_helpers import ClipTrack, FrameCollector, connect
+
+from stream.settings import Settings
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+
+def _moving_frames(width: int, height: int, count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+    base = np.kron(base, np.ones((8, 8, 1), np.uint8))  # blocky texture, cheap to encode
+    return [np.roll(base, 8 * i, axis=1) for i in range(count)]
+
+
+def _waiting_in_server(session: Any) -> tuple[int, int]:
+    """(decoded frames waiting to be processed: aiortc's frame queue + the latest-frame slot,
+    encoded frames waiting for aiortc's decoder thread) for one session."""
+    track = session.track
+    decoded = track.queued + track.source._queue.qsize()
+    encoded = sum(r._RTCRtpReceiver__decoder_queue.qsize() for r in session.pc.getReceivers())
+    return int(decoded), int(encoded)
+
+
+class TimedClipTrack(ClipTrack):
+    """A ClipTrack that notes when each frame was handed to the encoder (pts -> monotonic s)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.produced: dict[int, float] = {}
+
+    async def recv(self) -> Any:
+        frame = await super().recv()
+        self.produced[frame.pts] = time.monotonic()
+        return frame
+
+
+def _latencies(source: TimedClipTrack, collector: FrameCollector) -> list[float]:
+    """Seconds from each frame's hand-over to the peer's encoder to its processed arrival.
+
+    Received pts may differ from the sent ones by a few ticks (RTP clock rounding).
+    """
+    sent = np.array(sorted(source.produced))
+    latencies = []
+    for arrived, pts, _ in collector.frames:
+        nearest = int(sent[np.abs(sent - pts).argmin()])
+        if abs(nearest - pts) <= 100:
+            latencies.append(arrived - source.produced[nearest])
+    return latencies
+
+
+async def _slow_consumer(server: RunningServer) -> None:
+    source = TimedClipTrack(_moving_frames(1280, 720, 30), fps=20, loop=True)
+    pc, collector, session_id = await connect(server.url, source, {"name": "cartoon"})
+    session = server.app.state.services.sessions.get(session_id)
+    try:
+        await collector.wait_for(3, timeout=30)
+        samples: list[tuple[int, int]] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 8.0:
+            samples.append(_waiting_in_server(session))
+            await asyncio.sleep(0.05)
+        track = session.track
+        latency = _latencies(source, collector)
+    finally:
+        await pc.close()
+        source.stop()
+    assert max(decoded for decoded, _ in samples) <= 2, samples
+    assert max(encoded for _, encoded in samples) <= 2, samples
+    assert track.frames_in > 1.5 * track.frames_out, (track.frames_in, track.frames_out)
+    assert track.frames_dropped > 0
+    third = max(len(latency) // 3, 3)
+    early, late = statistics.median(latency[:third]), statistics.median(latency[-third:])
+    # A queue instead of the latest-frame slot would add (in - out) / out-rate: 10+ s here.
+    assert late <= early + 1.0, (early, late)
+    assert late < 3.0, (early, late)
+
+
+def test_slow_consumer_keeps_queues_short_and_latency_flat(tmp_path: Path) -> None:
+    with running_server(Settings(data_dir=tmp_path)) as server:
+        asyncio.run(_slow_consumer(server))
+
+
+def _fps(collector: FrameCollector, since: float, until: float) -> float:
+    count = sum(1 for arrived, _, _ in collector.frames if since <= arrived < until)
+    return count / (until - since)
+
+
+async def _flood(url: str, sdp: str, seconds: float) -> list[httpx.Response]:
+    """Concurrent offers, 8 at a time, for `seconds`."""
+    answers: list[httpx.Response] = []
+    body = {"sdp": sdp, "type": "offer", "effect": {"name": "sketch"}}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            answers += await asyncio.gather(*(client.post("/offer", json=body) for _ in range(8)))
+    return answers
+
+
+async def _flood_run(server: RunningServer, cap: int) -> None:
+    frames = _moving_frames(320, 240, 30)
+    sources = [ClipTrack(frames, fps=20, loop=True) for _ in range(cap)]
+    peers = [await connect(server.url, source, {"name": "sketch"}) for source in sources]
+    try:
+        for _, collector, _ in peers:
+            await collector.wait_for(10, timeout=30)
+        calm_start = time.monotonic()
+        await asyncio.sleep(3.0)
+        calm_end = time.monotonic()
+        answers = await _flood(server.url, await offer_sdp_async(), 3.0)
+        flood_end = time.monotonic()
+    finally:
+        for pc, _, _ in peers:
+            await pc.close()
+        for source in sources:
+            source.stop()
+    refused = [answer for answer in answers if answer.status_code == 429]
+    assert len(answers) >= 50 and len(refused) == len(answers), {a.status_code for a in answers}
+    assert all(int(answer.headers["retry-after"]) > 0 for answer in refused)
+    for _, collector, _ in peers:
+        calm = _fps(collector, calm_start, calm_end)
+        flooded = _fps(collector, calm_end, flood_end)
+        assert calm >= 10, calm
+        assert flooded >= 0.8 * calm, (calm, flooded)
+
+
+def test_flood_of_offers_gets_429_and_sessions_keep_their_frame_rate(tmp_path: Path) -> None:
+    cap = 2
+    settings = Settings(data_dir=tmp_path, max_sessions=cap, max_sessions_per_client=10)
+    with running_server(settings) as server:
+        asyncio.run(_flood_run(server, cap))
