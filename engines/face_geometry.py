@@ -109,6 +109,22 @@ def erode(mask: np.ndarray, radius: float) -> np.ndarray:
     return cv2.erode(mask, kernel)
 
 
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, 3) float64 rotation + uniform scale + translation that best maps (K, 2)
+    `src` onto `dst` in the least-squares sense (Umeyama)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - src_mean, dst - dst_mean
+    u, singular, vt = np.linalg.svd(b.T @ a / len(src))
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ sign @ vt
+    scale = float((singular * np.diag(sign)).sum() / max(float((a**2).sum() / len(src)), 1e-12))
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
+    return matrix
+
+
 def delaunay(points: np.ndarray) -> np.ndarray:
     """(T, 3) int32 indices of the Delaunay triangles over (K, 2) points."""
     from scipy.spatial import Delaunay

@@ -44,6 +44,7 @@ from engines.face_geometry import (
     masked_stats,
     piecewise_affine_maps,
     roi_around,
+    similarity_fit,
     to_lab,
     triangle_affines,
     triangle_labels,
@@ -55,7 +56,9 @@ logger = logging.getLogger(__name__)
 # Forehead points: each brow point moved up (away from the chin) by this many eye distances.
 _FOREHEAD_LIFT = 0.25
 # The blended area's outline is pulled this share of the way towards the nose.
-_OUTLINE_PULL = 0.1
+_OUTLINE_PULL, _MAX_EXTRA_PULL = 0.03, 0.12
+# Smallest colour spread (Lab L, a, b) the source's skin model allows.
+_SKIN_SPREAD_FLOOR = np.array([10.0, 4.0, 5.0], np.float32)
 # Colour statistics follow a track with this much of the new frame per frame.
 _COLOUR_FOLLOW = 0.3
 # Limits of the contrast gain per Lab channel: lightness may follow the target's
@@ -67,13 +70,17 @@ _GAIN_RANGE = np.array([[0.6, 1.6], [0.8, 1.25], [0.8, 1.25]], np.float32)
 class SourceFace:
     """A prepared swap source.
 
-    image: HxWx3 uint8 RGB crop around the face; points: (78, 2) float32 landmarks
-    in the crop (68 dlib points, then 10 forehead points); triangles: (T, 3) int32.
+    image: HxWx4 uint8 RGBA crop around the face (alpha: see skin_alpha); points: (78, 2) float32 landmarks
+    in the crop (68 dlib points, then 10 forehead points); triangles: (T, 3) int32;
+    shape: (68, 2) symmetric_shape of the landmarks (the face's proportions);
+    pull: (27,) float32 outline_pull of the landmarks.
     """
 
     image: np.ndarray
     points: np.ndarray
     triangles: np.ndarray
+    shape: np.ndarray
+    pull: np.ndarray
 
 
 def with_forehead(points68: np.ndarray) -> np.ndarray:
@@ -84,6 +91,99 @@ def with_forehead(points68: np.ndarray) -> np.ndarray:
     up /= max(float(np.linalg.norm(up)), 1e-6)
     lifted = brows + up * _FOREHEAD_LIFT * face_scale(points68)
     return np.concatenate([points68, lifted]).astype(np.float32)
+
+
+# Feature groups whose position and size carry identity; each is moved as a whole,
+# so its own shape (an open mouth, a blink) stays the target's.
+_FEATURES = (LEFT_BROW, RIGHT_BROW, LEFT_EYE, RIGHT_EYE, NOSE, np.arange(48, 68))
+# Largest move of a feature (eye distances) and size change it may get.
+_MAX_SHIFT, _MAX_RESIZE = 0.2, 1.25
+# dlib point i of a face is point _MIRROR[i] of its mirror image.
+_MIRROR = np.array(
+    [
+        *range(16, -1, -1),
+        *range(26, 16, -1),
+        27,
+        28,
+        29,
+        30,
+        35,
+        34,
+        33,
+        32,
+        31,
+        45,
+        44,
+        43,
+        42,
+        47,
+        46,
+        39,
+        38,
+        37,
+        36,
+        41,
+        40,
+        54,
+        53,
+        52,
+        51,
+        50,
+        49,
+        48,
+        59,
+        58,
+        57,
+        56,
+        55,
+        64,
+        63,
+        62,
+        61,
+        60,
+        67,
+        66,
+        65,
+    ]
+)
+
+
+def symmetric_shape(points68: np.ndarray) -> np.ndarray:
+    """(68, 2) float64: the face averaged with its own mirror image (fitted back onto
+    it), which keeps its proportions and drops the asymmetry a turned head adds."""
+    points = np.asarray(points68, np.float64)
+    mirrored = (points * (-1.0, 1.0))[_MIRROR]
+    fit = similarity_fit(mirrored, points)
+    return (points + mirrored @ fit[:, :2].T + fit[:, 2]) / 2
+
+
+def identity_geometry(
+    target68: np.ndarray, source_shape: np.ndarray, strength: float
+) -> np.ndarray:
+    """(68, 2) target landmarks with each inner feature (brows, eyes, nose, mouth) moved
+    and scaled `strength` of the way to the source's proportions, in the target's pose.
+
+    source_shape: symmetric_shape of the source's landmarks. Proportions are compared
+    on both faces' symmetric shapes, so the source's head turn is not copied; moves
+    are capped so no triangle folds over. The jaw line stays where the target has it.
+    """
+    if strength <= 0:
+        return target68
+    target_shape = symmetric_shape(target68)
+    fit = similarity_fit(source_shape, target_shape)
+    aligned = source_shape @ fit[:, :2].T + fit[:, 2]
+    limit = _MAX_SHIFT * face_scale(target68)
+    result = target68.astype(np.float64).copy()
+    for group in _FEATURES:
+        own, wanted = target_shape[group], aligned[group]
+        shift = wanted.mean(axis=0) - own.mean(axis=0)
+        shift *= min(1.0, limit / max(float(np.linalg.norm(shift)), 1e-6))
+        own_size = np.sqrt(((own - own.mean(axis=0)) ** 2).sum(axis=1).mean())
+        wanted_size = np.sqrt(((wanted - wanted.mean(axis=0)) ** 2).sum(axis=1).mean())
+        resize = float(np.clip(wanted_size / max(own_size, 1e-6), 1 / _MAX_RESIZE, _MAX_RESIZE))
+        centre = result[group].mean(axis=0)
+        result[group] = centre + strength * shift + (result[group] - centre) * resize**strength
+    return result.astype(np.float32)
 
 
 def _source_points(image: np.ndarray) -> np.ndarray:
@@ -118,14 +218,63 @@ def _mtcnn_points(image: np.ndarray) -> np.ndarray | None:
     return LandmarkPredictor().predict(image, found.landmarks[best : best + 1])[0]
 
 
+def skin_alpha(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """HxW uint8 (255 = use this source pixel): low where the source face is hidden by
+    hair or shows background, judged by colour against the face's own skin (cheeks
+    and nose), and always high over brows, eyes, nose and mouth (dilated)."""
+    scale = face_scale(points)
+    lab = to_lab(image)
+    sample = (
+        fill_polygons(
+            image.shape[:2],
+            [points[[1, 3, 48, 31]], points[[15, 13, 54, 35]], points[[28, 31, 33, 35]]],
+        )
+        > 0.5
+    )
+    pixels = lab[sample]
+    median = np.median(pixels, axis=0)
+    spread = np.maximum(
+        2.0 * 1.4826 * np.median(np.abs(pixels - median), axis=0), _SKIN_SPREAD_FLOOR
+    )
+    offset = (lab - median) / spread
+    offset[..., 0] = np.where(
+        offset[..., 0] > 0, offset[..., 0] / 3.0, offset[..., 0]
+    )  # highlights are skin
+    distance = np.sqrt((offset**2).sum(axis=2))
+    skin = np.clip(1.0 - (distance - 2.5) / 1.5, 0.0, 1.0)
+    features = fill_polygons(
+        image.shape[:2],
+        [
+            points[LEFT_BROW],
+            points[RIGHT_BROW],
+            points[LEFT_EYE],
+            points[RIGHT_EYE],
+            points[[27, 31, 33, 35]],
+            points[48:60],
+        ],
+    )
+    size = int(0.3 * scale) | 1
+    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    alpha = feather(np.maximum(skin, features), 0.03 * scale)
+    return np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def prepare_source(image: np.ndarray) -> SourceFace:
-    """Landmarks, crop and triangles of the face in an RGB uint8 source image."""
+    """Landmarks, crop (RGBA: alpha from skin_alpha) and triangles of the face in an
+    RGB uint8 source image."""
     image = np.ascontiguousarray(image)
     points = with_forehead(_source_points(image))
     roi = roi_around(points, 0.3 * face_scale(points[:68]), image.shape)
-    crop = np.ascontiguousarray(image[roi.slices])
     local = points - roi.origin
-    return SourceFace(image=crop, points=local, triangles=delaunay(local))
+    rgb = np.ascontiguousarray(image[roi.slices])
+    crop = np.ascontiguousarray(np.dstack([rgb, skin_alpha(rgb, local[:68])]))
+    return SourceFace(
+        image=crop,
+        points=local,
+        triangles=delaunay(local),
+        shape=symmetric_shape(local[:68]),
+        pull=outline_pull(local[:68]),
+    )
 
 
 _SOURCE_CACHE: OrderedDict[str, SourceFace] = OrderedDict()
@@ -149,14 +298,35 @@ def cached_source(image: np.ndarray) -> SourceFace:
     return source
 
 
-def swap_mask(labels: np.ndarray, dst: np.ndarray, scale: float) -> np.ndarray:
-    """Feathered blend mask: the face outline pulled in towards the nose (the jaw line
-    and cheek edges stay the target's, where a turned source shows hair or
-    background), softened, without the target's mouth opening.
+_OUTLINE = np.concatenate([JAW, np.arange(68, 78)[::-1]])
+
+
+def outline_pull(points68: np.ndarray) -> np.ndarray:
+    """(27,) share by which each outline point (jaw, then forehead right to left) is
+    pulled towards the nose: a little everywhere, more on the far side of a turned
+    source face, where hair or background lies just inside its jaw landmarks."""
+    eye_line = points68[45] - points68[36]
+    eye_line /= max(float(np.linalg.norm(eye_line)), 1e-6)
+    left = float((points68[30] - points68[0]) @ eye_line)
+    right = float((points68[16] - points68[30]) @ eye_line)
+    ratio = min(left, right) / max(left, right, 1e-6)
+    extra = float(np.clip(0.3 * (1.0 - ratio), 0.0, _MAX_EXTRA_PULL))
+    outline = points68[np.concatenate([JAW, np.arange(17, 27)[::-1]])]
+    far_left = left < right
+    side = (outline[:, 0] - points68[30, 0]) * eye_line[0] + (
+        outline[:, 1] - points68[30, 1]
+    ) * eye_line[1]
+    on_far_side = np.clip((-side if far_left else side) / max(left, right, 1e-6) * 2.0, 0.0, 1.0)
+    return (_OUTLINE_PULL + extra * on_far_side).astype(np.float32)
+
+
+def swap_mask(labels: np.ndarray, dst: np.ndarray, scale: float, pull: np.ndarray) -> np.ndarray:
+    """Feathered blend mask: the face outline pulled in towards the nose by `pull`
+    (27,) (see outline_pull), softened, without the target's mouth opening.
     labels: triangle map; dst: (78, 2) ROI points."""
     centre = dst[NOSE].mean(axis=0)
-    outline = dst[np.concatenate([JAW, np.arange(68, 78)[::-1]])]
-    outline = centre + (outline - centre) * (1.0 - _OUTLINE_PULL)
+    outline = dst[_OUTLINE]
+    outline = centre + (outline - centre) * (1.0 - pull[:, None])
     area = fill_polygons(labels.shape, [outline]) * (labels > 0)
     radius = 0.1 * scale
     mask = feather(erode(area, radius), radius * 0.6)
@@ -178,9 +348,10 @@ class FaceSwap(Effect):
 
     name = "swap"
 
-    def __init__(self, source: SourceFace, shading: float = 1.0) -> None:
+    def __init__(self, source: SourceFace, shading: float = 1.0, identity: float = 1.0) -> None:
         self.source = source
         self.shading = shading
+        self.identity = identity
         self._colour: dict[int, _ColourState] = {}
         self._frame = 0
 
@@ -198,7 +369,7 @@ class FaceSwap(Effect):
         scale = face_scale(landmarks)
         if scale < 4.0:
             return
-        dst = with_forehead(landmarks)
+        dst = with_forehead(identity_geometry(landmarks, self.source.shape, self.identity))
         roi = roi_around(dst, 2.0, frame.shape)
         if roi.empty:
             return
@@ -209,7 +380,7 @@ class FaceSwap(Effect):
         warped = cv2.remap(
             self.source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
-        mask = swap_mask(labels, local, scale)
+        mask = swap_mask(labels, local, scale, self.source.pull)
         target = frame[roi.slices]
         matched = self._match_colour(warped, target, mask, local, scale, track_id)
         alpha = mask[..., None]
@@ -295,7 +466,7 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
         raise
     except ValueError as error:
         raise InvalidParams(f"the source face {face_id!r} cannot be used: {error}") from error
-    return FaceSwap(source, shading=float(params["shading"]))
+    return FaceSwap(source, shading=float(params["shading"]), identity=float(params["identity"]))
 
 
 def _unavailable(_resources: EffectResources) -> str | None:
@@ -314,6 +485,13 @@ SPECS = (
         description="Replace every face with an uploaded face (landmark warp, colour-matched)",
         params={
             "source_face": ParamSpec("face", "", help="face_id from POST /faces"),
+            "identity": ParamSpec(
+                "float",
+                1.0,
+                min=0.0,
+                max=1.0,
+                help="how far eyes, nose and mouth move to the source's proportions",
+            ),
             "shading": ParamSpec(
                 "float",
                 1.0,
