@@ -1,8 +1,10 @@
 """Machine-readable provenance of converted files: metadata tags, a sidecar, C2PA.
 
 Every converted file gets
-- container metadata tags `comment` and `description` saying what facestream did
-  (written at mux time from `provenance_tags`, or added by `mark_file` by remuxing),
+- container metadata tags saying what facestream did: `comment` (one line for
+  people, every container) and `description` (JSON; MP4 and Matroska, QuickTime
+  MOV keeps only the comment), written at mux time from `provenance_tags` or added
+  by `mark_file` by remuxing,
 - a sidecar `<file>.provenance.json` with the same facts and the file's SHA-256,
 - when the operator configured a certificate (Settings.c2pa_cert + c2pa_key), a
   C2PA manifest signed with it (c2pa-python), embedded in the file.
