@@ -105,6 +105,13 @@ def track_clip(
     return result
 
 
+def points68(face: Face) -> np.ndarray:
+    """The face's (68, 2) landmarks; fails the test when the landmark stage left none."""
+    if face.landmarks68 is None:
+        raise AssertionError(f"face {face.track_id} has no 68-point landmarks")
+    return np.asarray(face.landmarks68, np.float32)
+
+
 def grown_boxes_mask(shape: tuple[int, ...], faces: list[Face], grow: float = 0.2) -> np.ndarray:
     """HxW bool: inside any face box grown by `grow` (0.2: 20 % wider and taller, about
     its centre)."""

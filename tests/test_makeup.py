@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import PORTRAITS, SHARED_DATA, load_rgb, portrait_path
-from effects_helpers import faces_in, grown_boxes_mask, track_clip
+from effects_helpers import faces_in, grown_boxes_mask, points68, track_clip
 from synthetic import make_clip
 
 from engines.effects.base import EffectResources
@@ -18,7 +18,9 @@ from engines.face_geometry import INNER_LIPS, OUTER_LIPS, erode, face_scale, fil
 from engines.landmarks import HogFaceDetector
 from engines.types import Face
 
-ONLY_LIPS = {f"{region}_intensity": 0.0 for region in REGIONS if region != "lips"}
+ONLY_LIPS: dict[str, object] = {
+    f"{region}_intensity": 0.0 for region in REGIONS if region != "lips"
+}
 
 
 def makeup(params: dict[str, object] | None = None):
@@ -27,8 +29,9 @@ def makeup(params: dict[str, object] | None = None):
 
 def lips_core(shape: tuple[int, ...], points: np.ndarray) -> np.ndarray:
     """bool mask of the lips (outer minus opening), shrunk away from the feathered edge."""
-    lips = fill_polygons(shape[:2], [points[OUTER_LIPS]]) * (
-        1 - fill_polygons(shape[:2], [points[INNER_LIPS]])
+    size = (shape[0], shape[1])
+    lips = fill_polygons(size, [points[OUTER_LIPS]]) * (
+        1 - fill_polygons(size, [points[INNER_LIPS]])
     )
     return erode((lips > 0.99).astype(np.float32), 0.03 * face_scale(points)) > 0.5
 
@@ -84,7 +87,7 @@ def test_lips_take_the_lip_colour(
     out = makeup({**ONLY_LIPS, "lips_color": colour, "lips_intensity": 1.0}).apply(
         image.copy(), faces
     )
-    core = lips_core(image.shape, faces[0].landmarks68)
+    core = lips_core(image.shape, points68(faces[0]))
     assert core.sum() > 100
     assert hue_gap(mean_hue_degrees(out[core]), colour_hue(colour)) < 20
     # Texture kept: the lightness still varies over the lips (creases, highlights).
@@ -95,11 +98,10 @@ def test_lips_take_the_lip_colour(
 
 def test_teeth_are_left_alone(scenes: dict[str, tuple[np.ndarray, list[Face]]]) -> None:
     image, faces = scenes["multiface"]
-    openings = [fill_polygons(image.shape[:2], [f.landmarks68[INNER_LIPS]]) > 0.99 for f in faces]
+    openings = [fill_polygons(image.shape[:2], [points68(f)[INNER_LIPS]]) > 0.99 for f in faces]
     widest = int(np.argmax([o.sum() for o in openings]))
     mouth = (
-        erode(openings[widest].astype(np.float32), 0.05 * face_scale(faces[widest].landmarks68))
-        > 0.5
+        erode(openings[widest].astype(np.float32), 0.05 * face_scale(points68(faces[widest]))) > 0.5
     )
     assert mouth.sum() > 30  # a smile that shows teeth
     out = makeup({"lips_intensity": 1.0}).apply(image.copy(), faces)
@@ -109,7 +111,7 @@ def test_teeth_are_left_alone(scenes: dict[str, tuple[np.ndarray, list[Face]]]) 
 
 def test_zero_intensity_changes_nothing(scenes: dict[str, tuple[np.ndarray, list[Face]]]) -> None:
     image, faces = scenes["paul_rudd"]
-    off = {f"{region}_intensity": 0.0 for region in REGIONS}
+    off: dict[str, object] = {f"{region}_intensity": 0.0 for region in REGIONS}
     np.testing.assert_array_equal(makeup(off).apply(image.copy(), faces), image)
 
 

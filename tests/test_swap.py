@@ -10,7 +10,15 @@ import itertools
 import numpy as np
 import pytest
 from conftest import SHARED_DATA, load_rgb, portrait_path
-from effects_helpers import detector, faces_in, grown_boxes_mask, landmarker, moved_face, track_clip
+from effects_helpers import (
+    detector,
+    faces_in,
+    grown_boxes_mask,
+    landmarker,
+    moved_face,
+    points68,
+    track_clip,
+)
 from synthetic import background, make_clip
 
 from engines.effects.base import Effect, EffectResources
@@ -77,11 +85,10 @@ def test_swap_several_faces_at_once() -> None:
 def test_swap_keeps_the_targets_mouth_opening() -> None:
     group = load_rgb(SHARED_DATA / "multiface.jpg")
     faces = faces_in(group)
-    openings = [fill_polygons(group.shape[:2], [f.landmarks68[INNER_LIPS]]) > 0.99 for f in faces]
+    openings = [fill_polygons(group.shape[:2], [points68(f)[INNER_LIPS]]) > 0.99 for f in faces]
     widest = int(np.argmax([o.sum() for o in openings]))
     mouth = (
-        erode(openings[widest].astype(np.float32), 0.06 * face_scale(faces[widest].landmarks68))
-        > 0.5
+        erode(openings[widest].astype(np.float32), 0.06 * face_scale(points68(faces[widest]))) > 0.5
     )
     assert mouth.sum() > 30
     out = swap_from(load_rgb(portrait_path("paul_rudd"), 1024)).apply(group.copy(), faces)
