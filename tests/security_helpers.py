@@ -162,15 +162,17 @@ def make_c2pa_credentials(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = False) -> Path:
-    """Encode RGB frames (H.264, yuv420p) into `path` with PyAV; a 440 Hz tone when `audio`."""
+def write_clip(
+    path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = False, crf: int = 18
+) -> Path:
+    """Encode RGB frames (H.264 at `crf`, yuv420p) into `path`; a 440 Hz tone when `audio`."""
     import av
 
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.height, video.width = frames[0].shape[:2]
         video.pix_fmt = "yuv420p"
-        video.options = {"crf": "18", "preset": "ultrafast"}
+        video.options = {"crf": str(crf), "preset": "ultrafast"}
         sound = container.add_stream("aac", rate=48000) if audio else None
         for index, rgb in enumerate(frames):
             for packet in video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
