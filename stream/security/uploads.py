@@ -78,7 +78,7 @@ def _describe(head: bytes) -> str:
     """A short human description of what an unaccepted file looks like."""
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     if text.startswith(b"#EXTM3U"):
-        return "an HLS playlist (.m3u8); upload the video file itself"
+        return "an HLS playlist (.m3u8) that points at other files"
     if text[:5].lower() in (b"<?xml", b"<html", b"<!doc", b"<svg "):
         return "an XML/HTML document"
     if head[:4] == b"GIF8":
@@ -110,8 +110,8 @@ def check_signature(
     if kind is None or kind not in accepted:
         found = f"a {kind.upper()} file" if kind else _describe(head)
         raise UnsupportedMediaType(
-            f"the uploaded file{name} is {found}, not a {category}; "
-            f"accepted {category} formats: {', '.join(accepted)}"
+            f"the uploaded file{name} is {found}, not a {category} file; upload the "
+            f"{category} itself ({', '.join(accepted)})"
         )
     declared = (content_type or "").split(";")[0].strip().lower()
     allowed = _IMAGE_TYPES if category == "image" else _VIDEO_TYPES
