@@ -1,0 +1,230 @@
+"""FaceDetector: an MTCNN cascade written for speed, with facenet-pytorch's weights.
+
+Same nets, scales, thresholds and box arithmetic as facenet-pytorch's MTCNN, so
+it finds the same faces; faster because the whole pyramid is one P-Net call on a
+packed canvas, the pyramid levels and crops are read from an exact mip chain
+instead of the full image each time, every candidate crop of a stage is sampled in
+one call, and the nets run channels-last. Everything stays on one device (CPU or
+CUDA) until the result is copied out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.detection.boxes import square
+from engines.detection.layout import PyramidLayout, plan_pyramid, pyramid_scales
+from engines.detection.nets import load_nets
+from engines.detection.pyramid import CellMap, cell_map, row_prefix_sums, to_planes
+from engines.detection.stages import Candidates, output, propose, refine, run_plain
+from engines.errors import InvalidImage
+from engines.types import Detections
+
+logger = logging.getLogger(__name__)
+
+ImageBatch = Sequence[np.ndarray] | np.ndarray | torch.Tensor
+
+# Candidate boxes around each region for detect_in_regions: offsets in box sides.
+_REGION_SHIFTS = (-0.12, 0.0, 0.12)
+_REGION_SCALES = (0.87, 1.0, 1.15)
+
+
+def _bucket(count: int) -> int:
+    """The padded batch size for `count` candidates: a power of two, at least 16."""
+    return max(16, 1 << (count - 1).bit_length())
+
+
+class FaceDetector:
+    """MTCNN face detector.
+
+    device: "cpu", "cuda" or "cuda:N". min_face_size: smallest face searched, pixels.
+    thresholds: P-, R-, O-Net score thresholds; factor: pyramid scale step
+    (facenet-pytorch's defaults, except min_face_size 20 there).
+    static_shapes: pad R-/O-Net batches to powers of two so a compiled net sees few
+    shapes (default: on for CUDA). weights_dir: folder with pnet.pt, rnet.pt,
+    onet.pt (default: the installed facenet-pytorch package's data folder).
+
+    The nets are plain modules (`pnet`, `rnet`, `onet`); a compile backend may
+    replace them with compiled versions taking the same inputs.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        min_face_size: float = 40,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        static_shapes: bool | None = None,
+        weights_dir: Path | None = None,
+    ) -> None:
+        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds must be three scores in [0, 1], got {list(thresholds)}")
+        if not 0.1 <= factor < 1.0:
+            raise ValueError(f"factor must be in [0.1, 1), got {factor}")
+        if min_face_size < 12:
+            raise ValueError(f"min_face_size must be at least 12 pixels, got {min_face_size}")
+        self.device = torch.device(device)
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self.static_shapes = self.device.type == "cuda" if static_shapes is None else static_shapes
+        on_cpu = self.device.type == "cpu"
+        self.pnet_strip_rows: int | None = 128 if on_cpu else None
+        self.crop_chunk: int | None = 128 if on_cpu else None
+        self.pnet, self.rnet, self.onet = load_nets(self.device, weights_dir)
+        self._cells: dict[PyramidLayout, CellMap] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceDetector(device={str(self.device)!r}, min_face_size={self.min_face_size:g}, "
+            f"thresholds={list(self.thresholds)}, factor={self.factor})"
+        )
+
+    # -- input -------------------------------------------------------------------------
+
+    def _to_batches(self, images: ImageBatch) -> list[tuple[list[int], torch.Tensor]]:
+        """Group the images by size: (positions in the input, (B, H, W, 3) uint8 tensor)."""
+        if isinstance(images, torch.Tensor):
+            batch = images.unsqueeze(0) if images.ndim == 3 else images
+            _check_shape(tuple(batch.shape[1:]), batch.dtype == torch.uint8, "tensor")
+            return [(list(range(batch.shape[0])), batch.to(self.device))]
+        if isinstance(images, np.ndarray):
+            images = [images] if images.ndim == 3 else list(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for position, image in enumerate(images):
+            if not isinstance(image, np.ndarray):
+                raise InvalidImage(
+                    f"image {position} is a {type(image).__name__}, not a numpy array"
+                )
+            _check_shape(image.shape, image.dtype == np.uint8, f"image {position}")
+            groups.setdefault(image.shape, []).append(position)
+        batches = []
+        for positions in groups.values():
+            stacked = np.stack([images[p] for p in positions])
+            batches.append((positions, torch.from_numpy(stacked).to(self.device)))
+        return batches
+
+    def _cell_map(self, layout: PyramidLayout) -> CellMap:
+        if layout not in self._cells:
+            self._cells[layout] = cell_map(layout, self.device)
+        return self._cells[layout]
+
+    def _run(self, net: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run R-Net or O-Net on a batch of crops, in chunks on a CPU (small tensors stay
+        in cache), padded to a bucketed size when static shapes are asked for."""
+        if self.crop_chunk is None or batch.shape[0] <= self.crop_chunk:
+            return self._run_padded(net, batch)
+        outs = [self._run_padded(net, piece) for piece in batch.split(self.crop_chunk)]
+        return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+
+    def _run_padded(self, net: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.static_shapes:
+            return run_plain(net, batch)
+        count = batch.shape[0]
+        padded = batch.new_zeros((_bucket(count), *batch.shape[1:])).contiguous(
+            memory_format=torch.channels_last
+        )
+        padded[:count] = batch
+        return tuple(out[:count] for out in net(padded))
+
+    # -- detection ---------------------------------------------------------------------
+
+    def detect(self, images: ImageBatch) -> list[Detections]:
+        """Faces in each image.
+
+        images: a list of HxWx3 uint8 RGB numpy arrays (sizes may differ), one such
+        array, a (B, H, W, 3) uint8 numpy array, or a (B, H, W, 3) / (H, W, 3) uint8
+        RGB torch tensor on any device. Returns one Detections per image, in order,
+        faces sorted by decreasing score (host numpy arrays).
+        """
+        batches = self._to_batches(images)
+        results: list[Detections] = [Detections.empty()] * sum(len(p) for p, _ in batches)
+        with torch.inference_mode():
+            for positions, batch in batches:
+                for position, found in zip(positions, self._detect_batch(batch), strict=True):
+                    results[position] = found
+        return results
+
+    def _detect_batch(self, batch: torch.Tensor) -> list[Detections]:
+        height, width = int(batch.shape[1]), int(batch.shape[2])
+        if not pyramid_scales(height, width, self.min_face_size, self.factor):
+            return [Detections.empty() for _ in range(batch.shape[0])]
+        layout = plan_pyramid(height, width, self.min_face_size, self.factor)
+        planes = to_planes(batch)
+        prefix = row_prefix_sums(planes)
+        cells = self._cell_map(layout)
+        found = propose(
+            self.pnet, planes, prefix, layout, cells, self.thresholds[0], self.pnet_strip_rows
+        )
+        size = (height, width)
+        found = refine(self.rnet, prefix, size, found, self.thresholds[1], self._run)
+        found = output(self.onet, prefix, size, found, self.thresholds[2], self._run)
+        return _split(found, int(batch.shape[0]))
+
+    def detect_in_regions(self, image: np.ndarray | torch.Tensor, boxes: np.ndarray) -> Detections:
+        """Faces near given boxes (e.g. tracks' predicted boxes): the cheap follow step.
+
+        image: HxWx3 uint8 RGB. boxes: (K, 4) float x1, y1, x2, y2 pixels, each roughly
+        around one face. Skips P-Net: around each box a few shifted and scaled squares
+        go through R-Net and O-Net (all regions in one batch each); a face whose box has
+        moved by more than about a quarter of its size is not found. Returns the faces
+        found (at most about one per region), sorted by decreasing score.
+        """
+        region_boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(region_boxes) == 0:
+            return Detections.empty()
+        ((_, batch),) = self._to_batches(image if isinstance(image, torch.Tensor) else [image])
+        height, width = int(batch.shape[1]), int(batch.shape[2])
+        with torch.inference_mode():
+            prefix = row_prefix_sums(to_planes(batch))
+            seeds = _region_candidates(torch.from_numpy(region_boxes).to(self.device))
+            found = Candidates(
+                seeds,
+                torch.ones(len(seeds), device=self.device),
+                torch.zeros(len(seeds), dtype=torch.int64, device=self.device),
+            )
+            found = refine(self.rnet, prefix, (height, width), found, self.thresholds[1], self._run)
+            found = output(self.onet, prefix, (height, width), found, self.thresholds[2], self._run)
+            return _split(found, 1)[0]
+
+
+def _check_shape(shape: tuple[int, ...], is_uint8: bool, what: str) -> None:
+    if len(shape) != 3 or shape[2] != 3 or not is_uint8:
+        raise InvalidImage(f"{what} must be HxWx3 uint8 RGB, got shape {tuple(shape)}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise InvalidImage(f"{what} is empty ({shape[1]}x{shape[0]})")
+
+
+def _region_candidates(boxes: torch.Tensor) -> torch.Tensor:
+    """(K, 4) boxes -> (K * 27, 4) squares around them, shifted and scaled."""
+    squares = square(boxes)
+    centre = (squares[:, :2] + squares[:, 2:]) / 2
+    side = squares[:, 2] - squares[:, 0]
+    shifts = torch.tensor(_REGION_SHIFTS, device=boxes.device)
+    scales = torch.tensor(_REGION_SCALES, device=boxes.device)
+    dx, dy, ds = torch.meshgrid(shifts, shifts, scales, indexing="ij")
+    cx = centre[:, None, 0] + dx.reshape(1, -1) * side[:, None]
+    cy = centre[:, None, 1] + dy.reshape(1, -1) * side[:, None]
+    half = ds.reshape(1, -1) * side[:, None] / 2
+    return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=2).reshape(-1, 4)
+
+
+def _split(found: Candidates, batch_size: int) -> list[Detections]:
+    """Per-image Detections (host numpy) from the batch's candidates."""
+    if found.landmarks is None:
+        raise ValueError("candidates have no landmarks: run the output stage first")
+    boxes = found.boxes.float().cpu().numpy()
+    scores = found.scores.float().cpu().numpy()
+    landmarks = found.landmarks.float().cpu().numpy()
+    owner = found.image_index.cpu().numpy()
+    results = []
+    for index in range(batch_size):
+        mine = np.flatnonzero(owner == index)
+        mine = mine[np.argsort(-scores[mine], kind="stable")]
+        results.append(Detections(boxes[mine], scores[mine], landmarks[mine]))
+    return results

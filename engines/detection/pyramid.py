@@ -1,0 +1,196 @@
+"""Image resampling for the cascade: the packed P-Net canvas and the R-/O-Net crops.
+
+Both reproduce facenet-pytorch's ``F.interpolate(mode="area")`` exactly (up to
+float rounding): each output pixel is the mean of an integer window of input
+pixels, rows floor(i * h / o) .. ceil((i + 1) * h / o) of the region, likewise
+columns. Crops are computed for all candidates at once from row-wise prefix sums
+of the image (exact integers in float32), instead of one interpolate call per crop.
+
+Images here are float32 (B, 3, H, W) raw 0-255 RGB planes on one device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from engines.detection.layout import PyramidLayout
+
+_SMALL_LEVEL = 6  # levels at most 1/6 of the image height are resized from prefix sums
+_MAX_GATHER = 1 << 21  # gathered elements per chunk of crops: bounds peak memory
+
+
+def to_planes(images: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32, contiguous."""
+    return images.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+
+
+def build_canvas(planes: torch.Tensor, prefix: torch.Tensor, layout: PyramidLayout) -> torch.Tensor:
+    """The packed P-Net input: (B, 3, CH, CW) float32, channels-last.
+
+    planes: (B, 3, H, W) images; prefix: their row_prefix_sums. Each level is the
+    reference's area resize of the full image: F.interpolate for the large levels,
+    area_resize (same values, cost independent of the image size) for the small
+    ones. An odd-sized level's extra slot row/column repeats its last row/column.
+    """
+    batch, channels, height = planes.shape[:3]
+    canvas = planes.new_zeros((batch, layout.canvas_height, layout.canvas_width, channels))
+    canvas = canvas.permute(0, 3, 1, 2)
+    for level in layout.levels:
+        if level.height * _SMALL_LEVEL > height:
+            resized = F.interpolate(planes, size=(level.height, level.width), mode="area")
+        else:
+            resized = area_resize(prefix, level.height, level.width).transpose(0, 1)
+        slot = level.slot
+        target = canvas[:, :, slot.top : slot.top + slot.height, slot.left : slot.left + slot.width]
+        target[:, :, : level.height, : level.width] = resized
+        if slot.height > level.height:
+            target[:, :, level.height :, : level.width] = resized[:, :, -1:, :]
+        if slot.width > level.width:
+            target[:, :, :, level.width :] = target[:, :, :, level.width - 1 : level.width]
+    return canvas
+
+
+def area_resize(prefix: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """F.interpolate(images, (height, width), mode="area") from row prefix sums:
+    (3, B, H, W + 1) -> (3, B, height, width) float32.
+
+    Column windows are differences of prefix sums (one gather each side); row windows
+    are gathered rows summed under a 0/1 mask. Sums are exact integers, so the result
+    is the reference's up to the final division. No full read of the image per level.
+    """
+    channels, batch, rows, width1 = prefix.shape
+    device = prefix.device
+    col_first, col_end = _windows(torch.tensor([width1 - 1], device=device), width)
+    row_first, row_end = _windows(torch.tensor([rows], device=device), height)
+    flat = prefix.reshape(-1, width1)
+    columns = flat.index_select(1, col_end[0]) - flat.index_select(1, col_first[0])
+    columns = columns.view(channels, batch, rows, width)
+    reach = int((row_end - row_first).max())
+    k = torch.arange(reach, device=device)
+    picks = (row_first[0, :, None] + k).clamp(max=rows - 1)  # (height, reach)
+    used = (k < (row_end - row_first)[0, :, None]).to(prefix.dtype)
+    gathered = columns.index_select(2, picks.reshape(-1)).view(
+        channels, batch, height, reach, width
+    )
+    sums = (gathered * used[:, :, None]).sum(dim=3)
+    area = ((row_end - row_first)[0, :, None] * (col_end - col_first)).to(prefix.dtype)
+    return sums / area
+
+
+@dataclass(frozen=True)
+class CellMap:
+    """Per P-Net output cell of the packed canvas: which level it belongs to and where.
+
+    level: (h, w) int64, -1 for cells outside every level.
+    scale: (L,) float32 level scales; row0, col0: (L,) int64 first cell of each level.
+    """
+
+    level: torch.Tensor
+    scale: torch.Tensor
+    row0: torch.Tensor
+    col0: torch.Tensor
+
+
+def cell_map(layout: PyramidLayout, device: torch.device) -> CellMap:
+    """The CellMap of `layout` on `device`."""
+    level = torch.full((layout.out_height, layout.out_width), -1, dtype=torch.int64)
+    for index, lv in enumerate(layout.levels):
+        r0, c0 = lv.slot.top // 2, lv.slot.left // 2
+        level[r0 : r0 + lv.out_height, c0 : c0 + lv.out_width] = index
+    return CellMap(
+        level=level.to(device),
+        scale=torch.tensor([lv.scale for lv in layout.levels], dtype=torch.float32, device=device),
+        row0=torch.tensor([lv.slot.top // 2 for lv in layout.levels], device=device),
+        col0=torch.tensor([lv.slot.left // 2 for lv in layout.levels], device=device),
+    )
+
+
+def row_prefix_sums(planes: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (3, B, H, W + 1): sums of each row's first x pixels, x = 0..W.
+
+    Channel first, so that one gather reads all three channels. Exact in float32
+    while 255 * W < 2**24 (any W below 65,000).
+    """
+    batch, channels, height, width = planes.shape
+    prefix = planes.new_zeros((channels, batch, height, width + 1))
+    torch.cumsum(planes.transpose(0, 1), dim=3, out=prefix[..., 1:])
+    return prefix
+
+
+def _windows(length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-pooling windows of regions of (N,) lengths pooled to `size`: (N, size)
+    first index (relative to the region) and end index of each output pixel."""
+    i = torch.arange(size, device=length.device)
+    first = torch.div(i[None, :] * length[:, None], size, rounding_mode="floor")
+    end = -torch.div(-(i[None, :] + 1) * length[:, None], size, rounding_mode="floor")
+    return first, end
+
+
+def _height_bucket(height: int) -> int:
+    """Rows a group of crops is padded to: the next of 16, 24, 32, 48, 64, 96, ..."""
+    bucket = 16
+    while bucket < height:
+        bucket = bucket * 3 // 2 if bucket & (bucket - 1) == 0 else bucket * 4 // 3
+    return bucket
+
+
+def pool_crops(
+    prefix: torch.Tensor, rois: torch.Tensor, image_index: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Area-resize image regions to size x size, exactly as F.interpolate(mode="area").
+
+    prefix: row_prefix_sums of the images. rois: (N, 4) integer-valued float x1, y1,
+    x2, y2 pixel edges, inside the image, non-empty. image_index: (N,) int64.
+    Returns (N, 3, size, size) float32 channels-last.
+
+    Column windows are differences of row prefix sums (two gathers per row and output
+    column); row windows are then summed by a batched matmul with 0/1 weights. All
+    sums are of integers below 2**24, hence exact. Crops are grouped by height (a
+    handful of groups, padded to a common height); no loop over crops.
+    """
+    count = rois.shape[0]
+    if count == 0:
+        return prefix.new_zeros((0, size, size, 3)).permute(0, 3, 1, 2)
+    whole = rois.to(torch.int64)
+    heights = whole[:, 3] - whole[:, 1]
+    buckets = sorted({_height_bucket(h) for h in torch.unique(heights).tolist()})
+    limits = torch.tensor(buckets, device=rois.device)
+    group = torch.bucketize(heights, limits)
+    parts, order = [], []
+    for g, rows in enumerate(buckets):
+        members = (group == g).nonzero(as_tuple=True)[0]
+        if len(members) == 0:
+            continue
+        step = max(1, _MAX_GATHER // (6 * rows * size))
+        for chunk in torch.split(members, step):
+            parts.append(_pool_group(prefix, whole[chunk], image_index[chunk], size, rows))
+            order.append(chunk)
+    pooled = torch.cat(parts) if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
+        pooled = pooled[torch.argsort(torch.cat(order))]
+    return pooled.contiguous(memory_format=torch.channels_last)
+
+
+def _pool_group(
+    prefix: torch.Tensor, rois: torch.Tensor, image_index: torch.Tensor, size: int, rows: int
+) -> torch.Tensor:
+    """pool_crops for regions at most `rows` pixels high: (N, 3, size, size)."""
+    _, _, height, width1 = prefix.shape
+    count = rois.shape[0]
+    col_first, col_end = _windows(rois[:, 2] - rois[:, 0], size)
+    row_first, row_end = _windows(rois[:, 3] - rois[:, 1], size)
+    r = torch.arange(rows, device=rois.device)
+    y = (rois[:, 1:2] + r).clamp(max=height - 1)  # (N, rows); rows past the crop get weight 0
+    line = (image_index[:, None] * height + y) * width1  # (N, rows)
+    left = (line[:, :, None] + rois[:, 0:1, None] + col_first[:, None, :]).reshape(-1)
+    right = (line[:, :, None] + rois[:, 0:1, None] + col_end[:, None, :]).reshape(-1)
+    planes = prefix.reshape(3, -1)
+    columns = planes.index_select(1, right) - planes.index_select(1, left)  # (3, N*rows*size)
+    columns = columns.view(3, count, rows, size).transpose(0, 1)  # (N, 3, rows, size)
+    inside = (r[None, None, :] >= row_first[:, :, None]) & (r[None, None, :] < row_end[:, :, None])
+    sums = torch.matmul(inside.to(prefix.dtype)[:, None], columns)  # (N, 3, size, size)
+    area = ((row_end - row_first)[:, :, None] * (col_end - col_first)[:, None, :]).to(prefix.dtype)
+    return sums / area[:, None]

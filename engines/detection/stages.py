@@ -1,0 +1,182 @@
+"""The three stages of the MTCNN cascade, each one batched over images and candidates.
+
+Candidates travel between stages as :class:`Candidates`: parallel tensors on the
+detector's device. No stage loops over candidates or boxes in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from engines.detection.boxes import crop_regions, nms_min_per_group, nms_per_group, regress, square
+from engines.detection.layout import PyramidLayout
+from engines.detection.nets import ONet, PNet, RNet
+from engines.detection.pyramid import CellMap, build_canvas, pool_crops
+
+BatchRunner = Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Face candidates of a batch of images.
+
+    boxes: (N, 4) float32 x1, y1, x2, y2 pixels. scores: (N,) float32.
+    image_index: (N,) int64 index of the image in the batch.
+    landmarks: (N, 5, 2) float32 pixels, only after the output stage.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    image_index: torch.Tensor
+    landmarks: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def select(self, index: torch.Tensor) -> Candidates:
+        marks = None if self.landmarks is None else self.landmarks[index]
+        return Candidates(self.boxes[index], self.scores[index], self.image_index[index], marks)
+
+
+def run_plain(net: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Run `net` on the whole batch as it is."""
+    return tuple(net(batch))
+
+
+def run_pnet(
+    pnet: PNet, canvas: torch.Tensor, layout: PyramidLayout, strip_rows: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net on the whole canvas, or strip by strip of `strip_rows` output rows.
+
+    Strips overlap by P-Net's receptive field, so the output is the same; they keep
+    the intermediate tensors small (cache-resident, no fresh pages), which is what
+    makes a CPU fast, and each strip stops at the right edge of the levels it
+    crosses. Returns reg (B, 4, h, w) and prob (B, h, w) (0 where no level is).
+    """
+    out_rows, out_cols = layout.out_height, layout.out_width
+    if strip_rows is None or out_rows <= strip_rows:
+        return pnet(canvas)
+    batch = canvas.shape[0]
+    reg = canvas.new_zeros((batch, 4, out_rows, out_cols))
+    prob = canvas.new_zeros((batch, out_rows, out_cols))
+    for first in range(0, out_rows, strip_rows):
+        last = min(out_rows, first + strip_rows)
+        right = max(
+            (
+                lv.slot.left + lv.slot.width
+                for lv in layout.levels
+                if lv.slot.top < 2 * last + 10 and lv.slot.top + lv.slot.height > 2 * first
+            ),
+            default=0,
+        )
+        if right == 0:
+            continue
+        strip_reg, strip_prob = pnet(canvas[:, :, 2 * first : 2 * last + 10, :right])
+        reg[:, :, first:last, : strip_prob.shape[2]] = strip_reg
+        prob[:, first:last, : strip_prob.shape[2]] = strip_prob
+    return reg, prob
+
+
+def propose(
+    pnet: PNet,
+    planes: torch.Tensor,
+    prefix: torch.Tensor,
+    layout: PyramidLayout,
+    cells: CellMap,
+    threshold: float,
+    strip_rows: int | None = None,
+) -> Candidates:
+    """Stage 1: P-Net over the packed pyramid of every image in one pass, then NMS
+    within each scale (IoU 0.5) and each image (IoU 0.7), box regression, squaring.
+
+    planes: (B, 3, H, W) float32 images; prefix: their pyramid.row_prefix_sums."""
+    canvas = build_canvas(planes, prefix, layout)
+    reg, prob = run_pnet(pnet, canvas, layout, strip_rows)
+    mask = (prob >= threshold) & (cells.level >= 0)
+    image_index, rows, cols = mask.nonzero(as_tuple=True)
+    level = cells.level[rows, cols]
+    scale = cells.scale[level]
+    x = (cols - cells.col0[level]).to(torch.float32)
+    y = (rows - cells.row0[level]).to(torch.float32)
+    corner = torch.stack([x, y], dim=1) * 2
+    top_left = torch.floor((corner + 1) / scale[:, None])
+    bottom_right = torch.floor((corner + 12) / scale[:, None])
+    boxes = torch.cat([top_left, bottom_right], dim=1)
+    scores = prob[image_index, rows, cols]
+    offsets = reg[image_index, :, rows, cols]
+    per_scale = nms_per_group(boxes, scores, image_index * len(layout.levels) + level, 0.5)
+    boxes, scores, image_index, offsets = (
+        t[per_scale] for t in (boxes, scores, image_index, offsets)
+    )
+    per_image = nms_per_group(boxes, scores, image_index, 0.7)
+    boxes, scores, image_index, offsets = (
+        t[per_image] for t in (boxes, scores, image_index, offsets)
+    )
+    boxes = square(regress(boxes, offsets, plus_one=False))
+    return Candidates(boxes, scores, image_index)
+
+
+def _crops(
+    prefix: torch.Tensor, image_size: tuple[int, int], found: Candidates, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """size x size crops of every candidate, as the reference cuts them, and a mask of
+    candidates whose crop is non-empty (the others get a dummy crop)."""
+    rois, valid = crop_regions(found.boxes, *image_size)
+    rois = torch.where(valid[:, None], rois, rois.new_tensor([0.0, 0.0, 1.0, 1.0]))
+    return pool_crops(prefix, rois, found.image_index, size), valid
+
+
+def refine(
+    rnet: RNet,
+    prefix: torch.Tensor,
+    image_size: tuple[int, int],
+    found: Candidates,
+    threshold: float,
+    run: BatchRunner = run_plain,
+) -> Candidates:
+    """Stage 2: R-Net on 24x24 crops of every candidate in one call; keep scores above
+    `threshold`, NMS within each image (IoU 0.7), box regression, squaring."""
+    if len(found) == 0:
+        return found
+    crops, valid = _crops(prefix, image_size, found, 24)
+    offsets, scores = run(rnet, crops)
+    keep = ((scores > threshold) & valid).nonzero(as_tuple=True)[0]
+    boxes, scores, image_index, offsets = (
+        found.boxes[keep],
+        scores[keep],
+        found.image_index[keep],
+        offsets[keep],
+    )
+    pick = nms_per_group(boxes, scores, image_index, 0.7)
+    boxes = square(regress(boxes[pick], offsets[pick]))
+    return Candidates(boxes, scores[pick], image_index[pick])
+
+
+def output(
+    onet: ONet,
+    prefix: torch.Tensor,
+    image_size: tuple[int, int],
+    found: Candidates,
+    threshold: float,
+    run: BatchRunner = run_plain,
+    nms_threshold: float = 0.7,
+) -> Candidates:
+    """Stage 3: O-Net on 48x48 crops in one call; keep scores above `threshold`,
+    landmarks, box regression, then "Min" NMS within each image. Sorted by score."""
+    if len(found) == 0:
+        return Candidates(
+            found.boxes, found.scores, found.image_index, found.boxes.new_zeros((0, 5, 2))
+        )
+    crops, valid = _crops(prefix, image_size, found, 48)
+    offsets, points, scores = run(onet, crops)
+    keep = ((scores > threshold) & valid).nonzero(as_tuple=True)[0]
+    boxes, scores, image_index = found.boxes[keep], scores[keep], found.image_index[keep]
+    offsets, points = offsets[keep], points[keep]
+    size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
+    landmarks = torch.stack([points[:, :5], points[:, 5:]], dim=2) * size + boxes[:, None, :2] - 1
+    boxes = regress(boxes, offsets)
+    pick = nms_min_per_group(boxes, scores, image_index, nms_threshold)
+    return Candidates(boxes[pick], scores[pick], image_index[pick], landmarks[pick])
