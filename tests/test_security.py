@@ -387,3 +387,22 @@ def test_playlist_gets_a_specific_reason() -> None:
         check_signature(
             b"#EXTM3U\n#EXTINF:10,\nhttp://example.com/a.ts\n", "video", None, "clip.mp4"
         )
+
+
+WHIP_TOKEN = "obs-whip-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("path", "token", "refused"),
+    [
+        ("/whip", WHIP_TOKEN, False),
+        ("/whip", TOKEN, False),
+        ("/offer", WHIP_TOKEN, True),
+        ("/jobs", WHIP_TOKEN, True),
+        ("/whip", "nope-nope-nope-nope", True),
+    ],
+)
+def test_whip_token_opens_only_whip(client_for: Any, path: str, token: str, refused: bool) -> None:
+    client = client_for(host="0.0.0.0", api_tokens=[TOKEN], whip_token=WHIP_TOKEN)
+    response = client.post(path, content=b"v=0", headers={"Authorization": f"Bearer {token}"})
+    assert (response.status_code == 401) is refused, response.text

@@ -69,11 +69,12 @@ def token_id(token: str) -> str:
     return "tok-" + hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
-def check_bearer(settings: Settings, authorization: str | None) -> str | None:
+def check_bearer(settings: Settings, authorization: str | None, path: str = "") -> str | None:
     """Check an Authorization header value; returns the token's id, or None when auth is off.
 
     Raises Unauthorized when auth is required and the header is missing,
     not a Bearer token, or not one of Settings.api_tokens (compared in constant time).
+    On /whip and /whep paths Settings.whip_token is accepted too (OBS holds only that).
     """
     if not auth_required(settings):
         return None
@@ -83,8 +84,11 @@ def check_bearer(settings: Settings, authorization: str | None) -> str | None:
         raise Unauthorized(
             "this endpoint needs a token: send the header Authorization: Bearer <token>"
         )
+    accepted = list(settings.api_tokens)
+    if settings.whip_token and path.startswith(("/whip", "/whep")):
+        accepted.append(settings.whip_token)
     matched = False
-    for candidate in settings.api_tokens:
+    for candidate in accepted:
         matched |= hmac.compare_digest(candidate.encode(), token.encode())
     if not matched:
         raise Unauthorized("the Bearer token is not valid for this server")

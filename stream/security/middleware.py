@@ -78,7 +78,7 @@ class _Guard:
         method, path = scope["method"], scope["path"]
         if method != "OPTIONS" and is_protected(path):
             try:
-                token = check_bearer(self.settings, _header(scope, b"authorization"))
+                token = check_bearer(self.settings, _header(scope, b"authorization"), path)
             except Unauthorized as error:
                 challenge = {"WWW-Authenticate": 'Bearer realm="facestream"'}
                 await _send_json(send, 401, str(error), challenge)
