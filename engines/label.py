@@ -133,13 +133,16 @@ def draw_label(image: np.ndarray, style: LabelStyle = DEFAULT_STYLE) -> np.ndarr
     """Blend the badge into `image` (HxWx3 uint8 RGB) in place and return it.
 
     The image must be writable and C-contiguous; only the badge region changes.
+    What shows through the box is the region's brightness only (no colour), so the
+    badge carries no key colour and survives a chroma key (the OBS overlay keys
+    green backgrounds out after the label is drawn).
     """
     height, width = image.shape[:2]
     badge = render_badge(width, height, style)
     region = image[badge.y : badge.y + badge.height, badge.x : badge.x + badge.width]
-    blended = (
-        region.astype(np.float32) * (1 - badge.alpha) + badge.rgb.astype(np.float32) * badge.alpha
-    )
+    gray = cv2.cvtColor(np.ascontiguousarray(region), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    behind = gray[:, :, None]
+    blended = behind * (1 - badge.alpha) + badge.rgb.astype(np.float32) * badge.alpha
     region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return image
 

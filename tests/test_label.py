@@ -72,6 +72,18 @@ def test_label_changes_only_its_corner_and_is_detected(index: int) -> None:
     assert region[box].max() <= 0.3 * 255 + 0.7 * 16 + 1  # a dark box on any background
 
 
+@pytest.mark.parametrize("key", [(0, 255, 0), (0, 0, 255), (255, 0, 255)])
+def test_badge_carries_no_key_colour(key: tuple[int, int, int]) -> None:
+    """Over a chroma-key background the badge is grey and white: a keyer leaves it alone."""
+    image = np.empty((480, 640, 3), np.uint8)
+    image[...] = key
+    draw_label(image)
+    badge = render_badge(640, 480)
+    region = image[badge.y : badge.y + badge.height, badge.x : badge.x + badge.width].astype(int)
+    assert (region.max(axis=2) - region.min(axis=2)).max() <= 1
+    assert has_label(image)
+
+
 def test_label_survives_lossy_video_coding(tmp_path: Path) -> None:
     images = [cv2.resize(image, (640, 480)) for image in _real_images()] * 2
     frames = [draw_label(image.copy()) if i % 2 == 0 else image for i, image in enumerate(images)]
