@@ -25,7 +25,7 @@ from stream.settings import Settings
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
 CYCLES = 100
-WARM_UP = 20  # RSS settles (allocator arenas, codec tables) within ~40 cycles
+WARM_UP = 40  # RSS settles (allocator arenas, codec tables) within ~40 cycles
 RSS_SLACK = 20 * 2**20
 FREE_WITHIN_S = 2.0
 
