@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from backends_helpers import Cancelling, TinyNet, TinyNetVariant, example_input
+from torch._dynamo.utils import counters
 
 from engines.backends import (
     CompiledEngine,
@@ -306,10 +307,23 @@ def test_inductor_compiles_a_real_module_on_cpu(inductor_cache: Path) -> None:
         module, [example_input(2)], backend, name="tiny", dynamic_batch=(1, 2, 4)
     )
     assert engine.backend == "inductor" and not engine.from_cache and engine.fallback is None
-    for batch in (1, 3, 4):
+    graphs = counters["stats"]["unique_graphs"]
+    for batch, in_inference, channels_last in [
+        (1, False, False),
+        (3, True, False),
+        (4, False, True),
+    ]:
         x = example_input(batch, seed=batch)
-        for got, want in zip(engine(x), module(x), strict=True):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(in_inference):
+            got_all = engine(x)
+        with torch.no_grad():
+            want_all = module(x)
+        for got, want in zip(got_all, want_all, strict=True):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # The warm-up left nothing to compile: no batch size, tensor kind or layout recompiles.
+    assert counters["stats"]["unique_graphs"] == graphs
     assert backend.cache is not None and backend.cache.lookup(engine.key) is not None
 
 

@@ -86,12 +86,24 @@ def bucket_for(batch: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"batch of {batch} exceeds the engine's largest batch {buckets[-1]}")
 
 
+def memory_format_of(tensor: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D channels-last tensor, else contiguous_format."""
+    if (
+        tensor.ndim == 4
+        and not tensor.is_contiguous()
+        and tensor.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
     missing = size - tensor.shape[0]
     if missing <= 0:
         return tensor
     filler = tensor[-1:].expand(missing, *tensor.shape[1:])
-    return torch.cat([tensor, filler], dim=0)
+    # Compiled graphs are specialised on strides: keep the input's layout.
+    return torch.cat([tensor, filler], dim=0).contiguous(memory_format=memory_format_of(tensor))
 
 
 class CompiledEngine:
@@ -113,6 +125,7 @@ class CompiledEngine:
         device: torch.device,
         buckets: tuple[int, ...] | None = None,
         batch_limits: tuple[int, int | None] = (1, None),
+        input_formats: Sequence[torch.memory_format] = (),
         clone_outputs: bool = False,
         from_cache: bool = False,
         build_seconds: float = 0.0,
@@ -125,6 +138,7 @@ class CompiledEngine:
         self.buckets = buckets
         self.min_batch = buckets[0] if buckets else batch_limits[0]
         self.max_batch = buckets[-1] if buckets else batch_limits[1]
+        self.input_formats = tuple(input_formats)
         self.clone_outputs = clone_outputs
         self.from_cache = from_cache
         self.build_seconds = build_seconds
@@ -144,13 +158,14 @@ class CompiledEngine:
         batch = int(inputs[0].shape[0]) if inputs else 0
         if self.max_batch is not None and batch > self.max_batch:
             return self._in_chunks(inputs, self.max_batch)
-        args = [t.to(self.dtype) if t.is_floating_point() else t for t in inputs]
         target = bucket_for(batch, self.buckets) if self.buckets else max(batch, self.min_batch)
-        if inputs and target != batch:
-            args = [_pad_batch(t, target) for t in args]
-        if self.device.type == "cuda" and self.clone_outputs:
-            torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode():
+            formats = self.input_formats or tuple(map(memory_format_of, inputs))
+            args = [_as_inference(t, self.dtype, f) for t, f in zip(inputs, formats, strict=True)]
+            if inputs and target != batch:
+                args = [_pad_batch(t, target) for t in args]
+            if self.device.type == "cuda" and self.clone_outputs:
+                torch.compiler.cudagraph_mark_step_begin()
             outputs = self.fn(*args)
         padded = bool(inputs) and target != batch
         return pytree.tree_map_only(torch.Tensor, lambda t: self._finish(t, batch, padded), outputs)
@@ -192,6 +207,21 @@ class CompiledEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
+
+
+def _as_inference(
+    tensor: torch.Tensor, dtype: torch.dtype, layout: torch.memory_format
+) -> torch.Tensor:
+    """`tensor` in the engine's dtype and the example's memory layout, as an inference
+    tensor (call under inference_mode). Compiled graphs are specialised on all three,
+    so every call (and the warm-up) hands them the same kind: one graph, no recompiles.
+    Copies (on the device) only what differs."""
+    layout = layout if tensor.ndim == 4 else torch.contiguous_format
+    if not tensor.is_contiguous(memory_format=layout):
+        tensor = tensor.contiguous(memory_format=layout)
+    if tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)  # made under inference_mode: already an inference tensor
+    return tensor if tensor.is_inference() else tensor.clone()
 
 
 def _resize_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -305,6 +335,7 @@ class CompileBackend(abc.ABC):
             device=self.device,
             buckets=self.buckets(dynamic_batch),
             batch_limits=self.batch_limits(dynamic_batch),
+            input_formats=[memory_format_of(t) for t in inputs],
             clone_outputs=self._clones_outputs(),
             from_cache=from_cache,
         )

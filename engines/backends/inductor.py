@@ -78,6 +78,11 @@ class InductorBackend(CompileBackend):
             return batch_buckets(dynamic_batch)
         return None
 
+    def batch_limits(self, dynamic_batch: BatchProfile | None) -> tuple[int, int | None]:
+        # On a CPU (no buckets) smaller batches are padded to the profile's minimum, so the
+        # dynamic graph built at warm-up serves them without another specialisation.
+        return (dynamic_batch[0], None) if dynamic_batch else (1, None)
+
     def _clones_outputs(self) -> bool:
         return self.device.type == "cuda"  # CUDA-graph outputs are overwritten by the next replay
 
