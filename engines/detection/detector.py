@@ -21,7 +21,7 @@ from engines.detection.boxes import square
 from engines.detection.layout import PyramidLayout, plan_pyramid, pyramid_scales
 from engines.detection.nets import load_nets
 from engines.detection.pyramid import CellMap, cell_map, row_prefix_sums, to_planes
-from engines.detection.stages import Candidates, output, propose, refine, run_plain
+from engines.detection.stages import Candidates, CropSource, output, propose, refine, run_plain
 from engines.errors import InvalidImage
 from engines.types import Detections
 
@@ -161,36 +161,52 @@ class FaceDetector:
         found = propose(
             self.pnet, planes, prefix, layout, cells, self.thresholds[0], self.pnet_strip_rows
         )
-        size = (height, width)
-        found = refine(self.rnet, prefix, size, found, self.thresholds[1], self._run)
-        found = output(self.onet, prefix, size, found, self.thresholds[2], self._run)
+        source = CropSource(prefix, (height, width))
+        found = refine(self.rnet, source, found, self.thresholds[1], self._run)
+        found = output(self.onet, source, found, self.thresholds[2], self._run)
         return _split(found, int(batch.shape[0]))
 
     def detect_in_regions(self, image: np.ndarray | torch.Tensor, boxes: np.ndarray) -> Detections:
         """Faces near given boxes (e.g. tracks' predicted boxes): the cheap follow step.
 
-        image: HxWx3 uint8 RGB. boxes: (K, 4) float x1, y1, x2, y2 pixels, each roughly
-        around one face. Skips P-Net: around each box a few shifted and scaled squares
-        go through R-Net and O-Net (all regions in one batch each); a face whose box has
-        moved by more than about a quarter of its size is not found. Returns the faces
-        found (at most about one per region), sorted by decreasing score.
+        image: HxWx3 uint8 RGB (numpy, or a tensor on any device). boxes: (K, 4) float
+        x1, y1, x2, y2 pixels, each roughly around one face. Skips P-Net: around each
+        box a few shifted and scaled squares go through R-Net and O-Net (all regions
+        in one batch each), reading only the part of the image around the boxes. A
+        face that moved by more than about a quarter of its size is not found.
+        Returns the faces found (about one per region at most), by decreasing score.
         """
         region_boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if len(region_boxes) == 0:
             return Detections.empty()
         ((_, batch),) = self._to_batches(image if isinstance(image, torch.Tensor) else [image])
         height, width = int(batch.shape[1]), int(batch.shape[2])
+        x0, y0, x1, y1 = _window(region_boxes, height, width)
+        if x1 <= x0 or y1 <= y0:
+            return Detections.empty()
         with torch.inference_mode():
-            prefix = row_prefix_sums(to_planes(batch))
+            prefix = row_prefix_sums(to_planes(batch[:, y0:y1, x0:x1]))
+            source = CropSource(prefix, (height, width), (x0, y0))
             seeds = _region_candidates(torch.from_numpy(region_boxes).to(self.device))
+            count = len(seeds)
             found = Candidates(
                 seeds,
-                torch.ones(len(seeds), device=self.device),
-                torch.zeros(len(seeds), dtype=torch.int64, device=self.device),
+                torch.ones(count, device=self.device),
+                torch.zeros(count, dtype=torch.int64, device=self.device),
             )
-            found = refine(self.rnet, prefix, (height, width), found, self.thresholds[1], self._run)
-            found = output(self.onet, prefix, (height, width), found, self.thresholds[2], self._run)
+            found = refine(self.rnet, source, found, self.thresholds[1], self._run)
+            found = output(self.onet, source, found, self.thresholds[2], self._run)
             return _split(found, 1)[0]
+
+
+def _window(boxes: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of the image part that the refinement of `boxes` can read: the
+    boxes grown to 1.6x around their centres (candidate spread and regression), clipped."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = 0.8 * (boxes[:, 2:] - boxes[:, :2]).max(axis=1, keepdims=True)
+    low = np.floor((centre - half).min(axis=0)).astype(int)
+    high = np.ceil((centre + half).max(axis=0)).astype(int)
+    return max(0, low[0]), max(0, low[1]), min(width, high[0]), min(height, high[1])
 
 
 def _check_shape(shape: tuple[int, ...], is_uint8: bool, what: str) -> None:

@@ -119,20 +119,45 @@ def propose(
     return Candidates(boxes, scores, image_index)
 
 
-def _crops(
-    prefix: torch.Tensor, image_size: tuple[int, int], found: Candidates, size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class CropSource:
+    """Where R-Net and O-Net crops are cut from.
+
+    prefix: row prefix sums (pyramid.row_prefix_sums) of the images, or of one window
+    of them. image_size: (H, W) of the whole images (crops are clipped to them, as the
+    reference does). origin: (x, y) of the window's top-left corner in the images.
+    """
+
+    prefix: torch.Tensor
+    image_size: tuple[int, int]
+    origin: tuple[int, int] = (0, 0)
+
+
+def _crops(source: CropSource, found: Candidates, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """size x size crops of every candidate, as the reference cuts them, and a mask of
     candidates whose crop is non-empty (the others get a dummy crop)."""
-    rois, valid = crop_regions(found.boxes, *image_size)
+    rois, valid = crop_regions(found.boxes, *source.image_size)
+    x0, y0 = source.origin
+    if x0 or y0 or source.prefix.shape[2:] != (source.image_size[0], source.image_size[1] + 1):
+        height, width = source.prefix.shape[2], source.prefix.shape[3] - 1
+        rois = rois - rois.new_tensor([x0, y0, x0, y0])
+        rois = torch.stack(
+            [
+                rois[:, 0].clamp(0, width),
+                rois[:, 1].clamp(0, height),
+                rois[:, 2].clamp(0, width),
+                rois[:, 3].clamp(0, height),
+            ],
+            dim=1,
+        )
+        valid = valid & (rois[:, 2] > rois[:, 0]) & (rois[:, 3] > rois[:, 1])
     rois = torch.where(valid[:, None], rois, rois.new_tensor([0.0, 0.0, 1.0, 1.0]))
-    return pool_crops(prefix, rois, found.image_index, size), valid
+    return pool_crops(source.prefix, rois, found.image_index, size), valid
 
 
 def refine(
     rnet: RNet,
-    prefix: torch.Tensor,
-    image_size: tuple[int, int],
+    source: CropSource,
     found: Candidates,
     threshold: float,
     run: BatchRunner = run_plain,
@@ -141,7 +166,7 @@ def refine(
     `threshold`, NMS within each image (IoU 0.7), box regression, squaring."""
     if len(found) == 0:
         return found
-    crops, valid = _crops(prefix, image_size, found, 24)
+    crops, valid = _crops(source, found, 24)
     offsets, scores = run(rnet, crops)
     keep = ((scores > threshold) & valid).nonzero(as_tuple=True)[0]
     boxes, scores, image_index, offsets = (
@@ -157,8 +182,7 @@ def refine(
 
 def output(
     onet: ONet,
-    prefix: torch.Tensor,
-    image_size: tuple[int, int],
+    source: CropSource,
     found: Candidates,
     threshold: float,
     run: BatchRunner = run_plain,
@@ -170,7 +194,7 @@ def output(
         return Candidates(
             found.boxes, found.scores, found.image_index, found.boxes.new_zeros((0, 5, 2))
         )
-    crops, valid = _crops(prefix, image_size, found, 48)
+    crops, valid = _crops(source, found, 48)
     offsets, points, scores = run(onet, crops)
     keep = ((scores > threshold) & valid).nonzero(as_tuple=True)[0]
     boxes, scores, image_index = found.boxes[keep], scores[keep], found.image_index[keep]
