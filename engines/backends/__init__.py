@@ -7,16 +7,10 @@ Typical use, once per device at start (in the worker thread that will run the en
     outputs = onet(crops_on_device)
 """
 
-from engines.backends.base import (
-    CompileBackend,
-    CompiledEngine,
-    Unavailability,
-    UnavailableReason,
-    batch_buckets,
-    bucket_for,
-)
+from engines.backends.base import CompileBackend, Unavailability, UnavailableReason
 from engines.backends.cache import EngineCache
 from engines.backends.eager import EagerBackend
+from engines.backends.engine import CompiledEngine, batch_buckets, bucket_for
 from engines.backends.inductor import InductorBackend
 from engines.backends.key import (
     BackendName,

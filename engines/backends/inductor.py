@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engines.backends.base import CompileBackend, Unavailability, UnavailableReason, batch_buckets
+from engines.backends.base import CompileBackend, Unavailability, UnavailableReason
+from engines.backends.engine import batch_buckets
 from engines.backends.key import BatchProfile
 
 ARTIFACTS_FILE = "inductor_artifacts.bin"

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from engines.backends.base import CompileBackend, CompiledEngine, Unavailability, prepare_module
+from engines.backends.base import CompileBackend, Unavailability, prepare_module
 from engines.backends.cache import EngineCache
 from engines.backends.eager import EagerBackend
+from engines.backends.engine import CompiledEngine
 from engines.backends.inductor import InductorBackend
 from engines.backends.key import BackendName, BatchProfile, EngineKey, Precision, hash_module
 from engines.backends.tensorrt import TensorRTBackend
