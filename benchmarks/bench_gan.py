@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import OUT_DIR, PROJECT_ROOT, SHARED_DATA, load_rgb, machine, time_calls
+from benchmarks.common import OUT_DIR, PROJECT_ROOT, SHARED_DATA, load_rgb, machine
 from engines.alignment import estimate_alignment, warp_to_crop
 from engines.effects.base import EffectResources
 from engines.effects.registry import build_effect
@@ -66,21 +66,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-out", type=Path, default=DEMO_OUT)
 
 
+def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> tuple[float, float]:
+    """(mean wall ms, mean process CPU ms) per call of `fn`. On a shared machine the
+    wall time grows with other load; the CPU time much less (with --threads 1 it is
+    the single thread's time)."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - wall) * 1000 / repeat, (time.process_time() - cpu) * 1000 / repeat
+
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
 
 
-def _frame_720p() -> tuple[np.ndarray, list[Face], float]:
-    """multiface.jpg scaled to 1280x720, its faces, and the detector's ms on it."""
+def _frame_720p(device: str) -> tuple[np.ndarray, list[Face], tuple[float, float]]:
+    """multiface.jpg scaled to 1280x720, its faces, and the detector's (wall, CPU) ms."""
     from engines.detection import FaceDetector
 
     frame = load_rgb(SHARED_DATA / "multiface.jpg", (1280, 720))
-    detector = FaceDetector(device="cpu", min_face_size=20)
+    detector = FaceDetector(device=device, min_face_size=20)
     timing = time_calls(lambda: detector.detect([frame]), repeat=5, warmup=1)
     faces = Face.from_detections(detector.detect([frame])[0])
-    return frame, faces, timing.mean_ms
+    return frame, faces, timing
 
 
 def _model_path(args: argparse.Namespace, folder: Path) -> Path:
@@ -95,17 +107,31 @@ def _applier(effect: Any, frame: np.ndarray, faces: list[Face]) -> Callable[[], 
     return lambda: effect.apply(frame.copy(), faces)
 
 
+def _row(
+    measure: str,
+    device: str,
+    faces: int,
+    timing: tuple[float, float],
+    reference: tuple[float, float],
+) -> dict[str, Any]:
+    """One table row; vs_detect compares CPU times (steadier than wall on a shared machine)
+    on a CPU, wall times on a GPU."""
+    wall, cpu = timing
+    ratio = cpu / reference[1] if device == "cpu" else wall / reference[0]
+    return {
+        "measure": measure,
+        "device": device,
+        "faces": faces,
+        "ms": wall,
+        "cpu_ms": cpu,
+        "ms_per_face": wall / faces,
+        "vs_detect": ratio,
+    }
+
+
 def _inference_rows(args: argparse.Namespace, device: str, folder: Path) -> list[dict[str, Any]]:
-    frame, faces, detect_ms = _frame_720p()
-    rows: list[dict[str, Any]] = [
-        {
-            "measure": "reference: detect 720p",
-            "device": "cpu",
-            "faces": len(faces),
-            "ms": detect_ms,
-            "vs_detect": 1.0,
-        }
-    ]
+    frame, faces, reference = _frame_720p(device)
+    rows = [_row("reference: detect 720p", device, len(faces), reference, reference)]
     resources = EffectResources(
         weights_dir=folder, device=device, model_path=_model_path(args, folder)
     )
@@ -119,29 +145,11 @@ def _inference_rows(args: argparse.Namespace, device: str, folder: Path) -> list
     for batch in (int(b) for b in args.batches.split(",")):
         batch_crops = np.resize(crops, (batch, *crops.shape[1:]))
         timing = time_calls(functools.partial(swapper, batch_crops), repeat=args.repeat)
-        rows.append(
-            {
-                "measure": f"swap batch {batch}",
-                "device": device,
-                "faces": batch,
-                "ms": timing.mean_ms,
-                "ms_per_face": timing.mean_ms / batch,
-                "vs_detect": timing.mean_ms / detect_ms,
-            }
-        )
+        rows.append(_row(f"swap batch {batch}", device, batch, timing, reference))
+    rows[1]["build_s"] = round(build_s, 2)
     for count in sorted({1, len(faces)}):
         timing = time_calls(_applier(effect, frame, faces[:count]), repeat=args.repeat)
-        rows.append(
-            {
-                "measure": f"gan_swap 720p frame, {count} face(s)",
-                "device": device,
-                "faces": count,
-                "ms": timing.mean_ms,
-                "ms_per_face": timing.mean_ms / count,
-                "vs_detect": timing.mean_ms / detect_ms,
-            }
-        )
-    rows[1]["build_s"] = round(build_s, 2)
+        rows.append(_row(f"gan_swap 720p frame, {count} face(s)", device, count, timing, reference))
     return rows
 
 
@@ -154,7 +162,7 @@ def _portrait_data(folder: Path, size: int) -> dict[str, FaceDataset]:
 
 
 def _train_rows(
-    args: argparse.Namespace, device: str, folder: Path, detect_ms: float
+    args: argparse.Namespace, device: str, folder: Path, reference: tuple[float, float]
 ) -> list[dict[str, Any]]:
     data = _portrait_data(folder, args.size)
     rows = []
@@ -163,16 +171,9 @@ def _train_rows(
         train = TrainConfig(iters=10**9, batch_size=args.train_batch, device=device)
         trainer = FaceswapTrainer(config, train, data, folder / f"train_{label.replace(' ', '_')}")
         timing = time_calls(trainer.step, repeat=args.train_iters, warmup=1)
-        rows.append(
-            {
-                "measure": f"train step, {label}",
-                "device": device,
-                "faces": 2 * args.train_batch,
-                "ms": timing.mean_ms,
-                "it_per_s": 1000.0 / timing.mean_ms,
-                "vs_detect": timing.mean_ms / detect_ms,
-            }
-        )
+        row = _row(f"train step, {label}", device, 2 * args.train_batch, timing, reference)
+        row["it_per_s"] = 1000.0 / timing[0]
+        rows.append(row)
     return rows
 
 
@@ -266,8 +267,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench_gan_") as tmp:
         folder = Path(tmp)
         rows = _inference_rows(args, device, folder)
+        reference = (rows[0]["ms"], rows[0]["cpu_ms"])
         if args.train_iters > 0:
-            rows += _train_rows(args, device, folder, rows[0]["ms"])
+            rows += _train_rows(args, device, folder, reference)
         if args.demo_minutes > 0:
             rows += _demo_rows(args, device, folder)
     for row in rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -27,6 +27,9 @@ from engines.alignment import (
 from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
 from engines.errors import EffectUnavailable, ModelLoadError
 from engines.types import Face
+
+if TYPE_CHECKING:
+    from engines.faceswap_gan.inference import FaceSwapper
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class GanSwapEffect(Effect):
 
     name = "gan_swap"
 
-    def __init__(self, swapper: Any, colour: bool, feather: float) -> None:
+    def __init__(self, swapper: FaceSwapper, colour: bool, feather: float) -> None:
         self.swapper = swapper
         self.colour = colour
         size = swapper.size
