@@ -51,7 +51,7 @@ async def _wait_sessions_gone(server: RunningServer, session_id: str, timeout: f
 
 async def _cycle(server: RunningServer, http: httpx.AsyncClient, index: int) -> float:
     source = ClipTrack(_frames(), fps=30, loop=True)
-    effect = {"name": "sketch" if index % 2 else "none"}
+    effect: dict[str, object] = {"name": "sketch" if index % 2 else "none"}
     pc, collector, session_id = await connect(server.url, source, effect)
     try:
         await collector.wait_for(3, timeout=20)

@@ -32,7 +32,7 @@ from stream.settings import Settings
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
-SLOW_EFFECT = {"name": "cartoon", "params": {"smoothness": 4}}
+SLOW_EFFECT: dict[str, object] = {"name": "cartoon", "params": {"smoothness": 4}}
 
 
 def _moving_frames(width: int, height: int, count: int) -> list[np.ndarray]:
@@ -60,7 +60,7 @@ class TimedClipTrack(ClipTrack):
 
     async def recv(self) -> Any:
         frame = await super().recv()
-        self.produced[frame.pts] = time.monotonic()
+        self.produced[int(frame.pts or 0)] = time.monotonic()
         return frame
 
 
