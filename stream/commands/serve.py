@@ -36,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)
     except ValidationError as error:
         first = error.errors()[0]
+        where = ".".join(map(str, first["loc"]))
         print(
-            f"facestream: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            f"facestream: bad setting {where}: {first['msg']}"
+            if where
+            else f"facestream: {first['msg']}",
             file=sys.stderr,
         )
         return 2
