@@ -17,11 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.detection.boxes import square
+from engines.detection.boxes import nms_per_group, square
 from engines.detection.layout import PyramidLayout, plan_pyramid, pyramid_scales
 from engines.detection.nets import load_nets
 from engines.detection.pyramid import CellMap, cell_map, row_prefix_sums, to_planes
-from engines.detection.stages import Candidates, CropSource, output, propose, refine, run_plain
+from engines.detection.stages import (
+    Candidates,
+    CropSource,
+    output,
+    propose,
+    refine,
+    run_plain,
+    top_per_group,
+)
 from engines.errors import InvalidImage
 from engines.types import Detections
 
@@ -29,9 +37,11 @@ logger = logging.getLogger(__name__)
 
 ImageBatch = Sequence[np.ndarray] | np.ndarray | torch.Tensor
 
-# Candidate boxes around each region for detect_in_regions: offsets in box sides.
+# Candidate squares around each region for detect_in_regions: a 3x3 grid of shifts (in
+# box sides) at the box's size, and the centred square smaller and larger.
 _REGION_SHIFTS = (-0.12, 0.0, 0.12)
-_REGION_SCALES = (0.87, 1.0, 1.15)
+_REGION_SCALES = (0.85, 1.18)
+_REGION_KEEP = 2  # R-Net survivors per region passed to O-Net
 
 
 def _bucket(count: int) -> int:
@@ -187,15 +197,20 @@ class FaceDetector:
         with torch.inference_mode():
             prefix = row_prefix_sums(to_planes(batch[:, y0:y1, x0:x1]))
             source = CropSource(prefix, (height, width), (x0, y0))
-            seeds = _region_candidates(torch.from_numpy(region_boxes).to(self.device))
-            count = len(seeds)
+            seeds, region = _region_candidates(torch.from_numpy(region_boxes).to(self.device))
             found = Candidates(
                 seeds,
-                torch.ones(count, device=self.device),
-                torch.zeros(count, dtype=torch.int64, device=self.device),
+                torch.ones_like(region, dtype=torch.float32),
+                torch.zeros_like(region),
+                region,
             )
             found = refine(self.rnet, source, found, self.thresholds[1], self._run)
-            found = output(self.onet, source, found, self.thresholds[2], self._run)
+            found = top_per_group(found, _REGION_KEEP)
+            found = top_per_group(
+                output(self.onet, source, found, self.thresholds[2], self._run), 1
+            )
+            # Two regions on one face (tracks about to merge) give one detection.
+            found = found.select(nms_per_group(found.boxes, found.scores, found.image_index, 0.5))
             return _split(found, 1)[0]
 
 
@@ -216,18 +231,29 @@ def _check_shape(shape: tuple[int, ...], is_uint8: bool, what: str) -> None:
         raise InvalidImage(f"{what} is empty ({shape[1]}x{shape[0]})")
 
 
-def _region_candidates(boxes: torch.Tensor) -> torch.Tensor:
-    """(K, 4) boxes -> (K * 27, 4) squares around them, shifted and scaled."""
+def _region_candidates(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, 4) boxes -> (K * 11, 4) squares around them (shifted, and scaled) and the
+    (K * 11,) int64 index of the box each square came from."""
     squares = square(boxes)
     centre = (squares[:, :2] + squares[:, 2:]) / 2
     side = squares[:, 2] - squares[:, 0]
     shifts = torch.tensor(_REGION_SHIFTS, device=boxes.device)
-    scales = torch.tensor(_REGION_SCALES, device=boxes.device)
-    dx, dy, ds = torch.meshgrid(shifts, shifts, scales, indexing="ij")
-    cx = centre[:, None, 0] + dx.reshape(1, -1) * side[:, None]
-    cy = centre[:, None, 1] + dy.reshape(1, -1) * side[:, None]
-    half = ds.reshape(1, -1) * side[:, None] / 2
-    return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=2).reshape(-1, 4)
+    dx, dy = torch.meshgrid(shifts, shifts, indexing="ij")
+    zero = torch.zeros(len(_REGION_SCALES), device=boxes.device)
+    dx = torch.cat([dx.reshape(-1), zero])
+    dy = torch.cat([dy.reshape(-1), zero])
+    ds = torch.cat(
+        [
+            torch.ones(len(_REGION_SHIFTS) ** 2, device=boxes.device),
+            torch.tensor(_REGION_SCALES, device=boxes.device),
+        ]
+    )
+    cx = centre[:, None, 0] + dx * side[:, None]
+    cy = centre[:, None, 1] + dy * side[:, None]
+    half = ds * side[:, None] / 2
+    seeds = torch.stack([cx - half, cy - half, cx + half, cy + half], dim=2).reshape(-1, 4)
+    region = torch.arange(len(boxes), device=boxes.device).repeat_interleave(len(dx))
+    return seeds, region
 
 
 def _split(found: Candidates, batch_size: int) -> list[Detections]:

@@ -6,6 +6,7 @@ detector's device. No stage loops over candidates or boxes in Python.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,20 +26,47 @@ class Candidates:
 
     boxes: (N, 4) float32 x1, y1, x2, y2 pixels. scores: (N,) float32.
     image_index: (N,) int64 index of the image in the batch.
+    group: (N,) int64 NMS group: candidates of different groups never suppress each
+        other (the image, or a region of interest of it). Default: image_index.
     landmarks: (N, 5, 2) float32 pixels, only after the output stage.
     """
 
     boxes: torch.Tensor
     scores: torch.Tensor
     image_index: torch.Tensor
+    group: torch.Tensor | None = None
     landmarks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    @property
+    def groups(self) -> torch.Tensor:
+        return self.image_index if self.group is None else self.group
+
     def select(self, index: torch.Tensor) -> Candidates:
-        marks = None if self.landmarks is None else self.landmarks[index]
-        return Candidates(self.boxes[index], self.scores[index], self.image_index[index], marks)
+        """The candidates at `index` (indices or a boolean mask), in that order."""
+        return Candidates(
+            self.boxes[index],
+            self.scores[index],
+            self.image_index[index],
+            None if self.group is None else self.group[index],
+            None if self.landmarks is None else self.landmarks[index],
+        )
+
+    def replace(self, **fields: torch.Tensor) -> Candidates:
+        return dataclasses.replace(self, **fields)
+
+
+def top_per_group(found: Candidates, count: int) -> Candidates:
+    """The `count` best-scoring candidates of every group."""
+    if len(found) == 0:
+        return found
+    order = torch.argsort(found.scores, descending=True, stable=True)
+    order = order[torch.argsort(found.groups[order], stable=True)]
+    groups = found.groups[order]
+    rank = torch.arange(len(order), device=order.device) - torch.searchsorted(groups, groups)
+    return found.select(order[rank < count])
 
 
 def run_plain(net: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -163,21 +191,16 @@ def refine(
     run: BatchRunner = run_plain,
 ) -> Candidates:
     """Stage 2: R-Net on 24x24 crops of every candidate in one call; keep scores above
-    `threshold`, NMS within each image (IoU 0.7), box regression, squaring."""
+    `threshold`, NMS within each group (IoU 0.7), box regression, squaring."""
     if len(found) == 0:
         return found
     crops, valid = _crops(source, found, 24)
     offsets, scores = run(rnet, crops)
     keep = ((scores > threshold) & valid).nonzero(as_tuple=True)[0]
-    boxes, scores, image_index, offsets = (
-        found.boxes[keep],
-        scores[keep],
-        found.image_index[keep],
-        offsets[keep],
-    )
-    pick = nms_per_group(boxes, scores, image_index, 0.7)
-    boxes = square(regress(boxes[pick], offsets[pick]))
-    return Candidates(boxes, scores[pick], image_index[pick])
+    kept = found.select(keep).replace(scores=scores[keep])
+    pick = nms_per_group(kept.boxes, kept.scores, kept.groups, 0.7)
+    kept = kept.select(pick)
+    return kept.replace(boxes=square(regress(kept.boxes, offsets[keep][pick])))
 
 
 def output(
@@ -189,18 +212,15 @@ def output(
     nms_threshold: float = 0.7,
 ) -> Candidates:
     """Stage 3: O-Net on 48x48 crops in one call; keep scores above `threshold`,
-    landmarks, box regression, then "Min" NMS within each image. Sorted by score."""
+    landmarks, box regression, then "Min" NMS within each group."""
     if len(found) == 0:
-        return Candidates(
-            found.boxes, found.scores, found.image_index, found.boxes.new_zeros((0, 5, 2))
-        )
+        return found.replace(landmarks=found.boxes.new_zeros((0, 5, 2)))
     crops, valid = _crops(source, found, 48)
     offsets, points, scores = run(onet, crops)
     keep = ((scores > threshold) & valid).nonzero(as_tuple=True)[0]
-    boxes, scores, image_index = found.boxes[keep], scores[keep], found.image_index[keep]
-    offsets, points = offsets[keep], points[keep]
+    kept = found.select(keep)
+    boxes, offsets, points = kept.boxes, offsets[keep], points[keep]
     size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
     landmarks = torch.stack([points[:, :5], points[:, 5:]], dim=2) * size + boxes[:, None, :2] - 1
-    boxes = regress(boxes, offsets)
-    pick = nms_min_per_group(boxes, scores, image_index, nms_threshold)
-    return Candidates(boxes[pick], scores[pick], image_index[pick], landmarks[pick])
+    kept = kept.replace(boxes=regress(boxes, offsets), scores=scores[keep], landmarks=landmarks)
+    return kept.select(nms_min_per_group(kept.boxes, kept.scores, kept.groups, nms_threshold))
