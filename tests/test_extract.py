@@ -11,7 +11,7 @@ import pytest
 from faceswap_helpers import PORTRAITS, VIDEO, extract_portrait_faces, extract_video_faces
 
 from engines.alignment import template_points
-from engines.faceswap_gan.dataset import FaceDataset, read_manifest
+from engines.faceswap_gan.dataset import FaceDataset, FaceRecord, read_manifest
 from stream.cli import main as cli_main
 from stream.extract import ExtractError, ExtractOptions, _select, extract_faces
 
@@ -51,28 +51,28 @@ def test_tracks_follow_people_across_frames(video_extract: Path) -> None:
     assert len(long_tracks) >= 4, f"tracks broke up: {per_track}"
 
 
-@pytest.mark.parametrize(
-    ("keep", "track_id", "expected_tracks"),
-    [("all", None, "every"), ("largest", None, "one"), ("all", 0, "zero")],
-)
-def test_person_selection(
-    video_extract: Path, keep: str, track_id: int | None, expected_tracks: str
-) -> None:
+def _track_areas(records: list[FaceRecord]) -> dict[int, float]:
+    areas: dict[int, float] = {}
+    for r in records:
+        areas[r.track_id] = areas.get(r.track_id, 0.0) + (r.box[2] - r.box[0]) * (
+            r.box[3] - r.box[1]
+        )
+    return areas
+
+
+@pytest.mark.parametrize("selection", ["all", "largest", "smallest track id", "unknown track id"])
+def test_person_selection(video_extract: Path, selection: str) -> None:
     records = list(read_manifest(video_extract).faces)
-    kept = _select(records, ExtractOptions(keep=keep, track_id=track_id))  # type: ignore[arg-type]
-    tracks = {r.track_id for r in kept}
-    if expected_tracks == "every":
-        assert kept == records
-    elif expected_tracks == "zero":
-        assert tracks == {0}
+    areas = _track_areas(records)
+    if selection in ("all", "largest"):
+        kept = _select(records, ExtractOptions(keep=selection))  # type: ignore[arg-type]
+        expected = set(areas) if selection == "all" else {max(areas, key=lambda t: areas[t])}
     else:
-        area = {
-            t: sum(
-                (r.box[2] - r.box[0]) * (r.box[3] - r.box[1]) for r in records if r.track_id == t
-            )
-            for t in {r.track_id for r in records}
-        }
-        assert tracks == {max(area, key=lambda t: area[t])}
+        wanted = min(areas) if selection == "smallest track id" else max(areas) + 100
+        kept = _select(records, ExtractOptions(track_id=wanted))
+        expected = {wanted} if wanted in areas else set()
+    assert {r.track_id for r in kept} == expected
+    assert all(r in kept for r in records if r.track_id in expected)
 
 
 def test_portrait_folder_gives_one_face_per_image(tmp_path: Path) -> None:
