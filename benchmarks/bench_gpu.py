@@ -171,7 +171,7 @@ def bench_pipeline(
     ms = sorted(1000 * s for s in spent)
     return _row(
         "pipeline",
-        f"1 stream {frames[0].shape[1]}x{frames[0].shape[0]}, detect every {detect_every}",
+        f"1 stream {frames[0].shape[1]}x{frames[0].shape[0]} crowd (~7 faces), detect every {detect_every}",
         label,
         models.backend,
         1,

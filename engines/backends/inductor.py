@@ -1,10 +1,12 @@
 """The torch.compile backend: inductor code generation, with CUDA graphs on a GPU.
 
-On a GPU the module is compiled for static shapes in "reduce-overhead" mode (CUDA
-graphs: one launch per call instead of one per kernel); a dynamic batch is served
-by compiling a few batch buckets (1, 2, 4, ... max) and padding each batch up to
-the next one. On a CPU (C++ code generation) it is compiled once with the batch
-dimension left dynamic. Compiled code is cached by torch's own FX-graph and
+On a GPU the module is compiled in "reduce-overhead" mode (CUDA graphs: one launch
+per call instead of one per kernel). A dynamic batch is compiled once with the
+batch dimension symbolic (torch's automatic dynamic shapes: batch 1 gets its own
+graph), and every batch is padded up to a bucket (1, 2, 4, ... max) so that only a
+few CUDA graphs are recorded, all of them at warm-up. On a CPU (C++ code
+generation) there are no graphs to record: batches below the profile's minimum are
+padded up to it and the rest run as they are. Compiled code is cached by torch's own FX-graph and
 autograd caches; this backend saves those artefacts (torch.compiler
 `save_cache_artifacts`) into the engine cache and primes them from there on the
 next start, so a restart, even on a fresh machine, does not compile again.
@@ -94,8 +96,7 @@ class InductorBackend(CompileBackend):
         dynamic_batch: BatchProfile | None,
     ) -> Callable[..., Any]:
         # Compilation is lazy: the warm-up calls in CompileBackend.compile do the work.
-        dynamic = False if self.device.type == "cuda" else None
-        return torch.compile(module, backend="inductor", mode=self.mode, dynamic=dynamic)
+        return torch.compile(module, backend="inductor", mode=self.mode)
 
     def save(
         self,
