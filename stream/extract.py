@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -22,6 +22,8 @@ from engines.alignment import DEFAULT_PADDING, estimate_alignment, transform_poi
 from engines.errors import InvalidDataset
 from engines.faceswap_gan.dataset import MANIFEST_NAME, ExtractManifest, FaceRecord, read_manifest
 from engines.types import Detections, Face
+from tracking import FaceTracker
+from tracking.association import iou_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +157,6 @@ class FaceFinder(Protocol):
     def reset(self) -> None: ...
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) box with (N, 4) boxes, x1 y1 x2 y2."""
-    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum((box[2] - box[0]) * (box[3] - box[1]) + areas - inter, 1e-6)
-
-
 def _downscaled(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     scale = min(1.0, max_side / max(frame.shape[:2]))
     if scale >= 1.0:
@@ -172,96 +165,39 @@ def _downscaled(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return small, scale
 
 
-class _GreedyTracker:
-    """Greedy IoU association: the fallback while tracking.FaceTracker is absent."""
-
-    def __init__(self, max_misses: int = 5, min_iou: float = 0.3) -> None:
-        self.max_misses, self.min_iou = max_misses, min_iou
-        self.reset()
-
-    def reset(self) -> None:
-        self._tracks: dict[int, tuple[np.ndarray, int]] = {}
-        self._next_id = 0
-        self._frame = 0
-
-    def ids(self, boxes: np.ndarray) -> list[int]:
-        self._frame += 1
-        self._tracks = {
-            k: v for k, v in self._tracks.items() if self._frame - v[1] <= self.max_misses
-        }
-        free, ids = dict(self._tracks), []
-        for box in boxes:
-            keys = list(free)
-            overlaps = _iou(box, np.stack([free[k][0] for k in keys])) if keys else np.zeros(0)
-            if len(overlaps) and overlaps.max() >= self.min_iou:
-                track = keys[int(overlaps.argmax())]
-                del free[track]
-            else:
-                track, self._next_id = self._next_id, self._next_id + 1
-            self._tracks[track] = (box, self._frame)
-            ids.append(track)
-        return ids
-
-
-def _make_detector(device: str) -> tuple[Any, bool]:
-    """(detector, is_project_detector): engines.detection.FaceDetector when present,
-    else facenet-pytorch's reference MTCNN. Both look for faces down to 20 pixels."""
-    try:
-        from engines.detection import FaceDetector
-    except ImportError:
-        from facenet_pytorch import MTCNN
-
-        logger.info("engines.detection not present; detecting with facenet-pytorch's MTCNN")
-        return MTCNN(keep_all=True, device=device, min_face_size=20), False
-    return FaceDetector(device=device, min_face_size=20), True
-
-
-def _make_tracker() -> tuple[Any, bool]:
-    """(tracker, is_project_tracker): tracking.FaceTracker when present, else greedy IoU."""
-    try:
-        from tracking import FaceTracker  # type: ignore[attr-defined]
-    except ImportError:
-        logger.info("tracking.FaceTracker not present; following faces by box overlap")
-        return _GreedyTracker(), False
-    return FaceTracker(), True
-
-
-class _MtcnnFaceFinder:
-    """MTCNN on a downscaled frame plus a tracker for ids; boxes and landmarks are the
-    raw detections (sharper than smoothed ones for alignment), in full-frame pixels."""
+class MtcnnFaceFinder:
+    """The project's MTCNN (engines.detection) on a downscaled frame, with the Kalman
+    FaceTracker for ids. Boxes and landmarks are the raw detections (sharper than the
+    smoothed track for alignment), in full-frame pixels; a face gets the id of the
+    confirmed track that overlaps it most (faces of still-tentative tracks are skipped)."""
 
     def __init__(self, device: str, max_side: int, min_score: float) -> None:
+        from engines.detection import FaceDetector
+
         self.max_side, self.min_score = max_side, min_score
-        self._detector, self._project_detector = _make_detector(device)
-        self._tracker, self._project_tracker = _make_tracker()
+        self._detector = FaceDetector(device=device, min_face_size=20)
+        self._tracker = FaceTracker()
 
     def _detect(self, frame: np.ndarray) -> Detections:
         small, scale = _downscaled(frame, self.max_side)
-        if self._project_detector:
-            found: Detections = self._detector.detect([small])[0]
-        else:
-            boxes, scores, points = self._detector.detect(small, landmarks=True)
-            if boxes is None:
-                return Detections.empty()
-            found = Detections(
-                np.asarray(boxes, np.float32),
-                np.asarray(scores, np.float32),
-                np.asarray(points, np.float32),
-            )
+        found = self._detector.detect([small])[0]
         found = found[found.scores >= self.min_score]
         return Detections(found.boxes / scale, found.scores, found.landmarks / scale)
 
     def _track_ids(self, found: Detections) -> list[int]:
-        if not self._project_tracker:
-            ids: list[int] = self._tracker.ids(found.boxes)
-            return ids
-        tracks = self._tracker.update(found.boxes, found.scores, found.landmarks)
+        tracks = [
+            t
+            for t in self._tracker.update(found.boxes, found.scores, found.landmarks)
+            if t.misses == 0
+        ]
         ids = [-1] * len(found)
-        for track in (t for t in tracks if t.misses == 0):
-            if len(found):
-                overlaps = _iou(np.asarray(track.box, np.float32), found.boxes)
-                if overlaps.max() > 0.3:
-                    ids[int(overlaps.argmax())] = int(track.id)
+        if not tracks or not len(found):
+            return ids
+        overlaps = iou_matrix(np.stack([t.box for t in tracks]), found.boxes)
+        for row, track in enumerate(tracks):
+            best = int(overlaps[row].argmax())
+            if overlaps[row, best] > 0.3:
+                ids[best] = int(track.id)
         return ids
 
     def find(self, frame: np.ndarray, track: bool) -> list[Face]:
@@ -281,7 +217,7 @@ class _MtcnnFaceFinder:
         ]
 
     def reset(self) -> None:
-        self._tracker.reset()  # type: ignore[attr-defined]
+        self._tracker.reset()
 
 
 class _FaceWriter:
@@ -384,7 +320,7 @@ def extract_faces(
     paths = list_inputs(Path(source))
     previous = _previous(out_dir, options)
     writer = _FaceWriter(out_dir, options)
-    finder = finder or _MtcnnFaceFinder(options.device, options.detect_max_side, options.min_score)
+    finder = finder or MtcnnFaceFinder(options.device, options.detect_max_side, options.min_score)
     found: list[FaceRecord] = []
     frames = 0
     for path in paths:

@@ -3,8 +3,6 @@ the pipeline's stage factories and clips written as real video files."""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -14,9 +12,8 @@ from conftest import SHARED_DATA
 
 from engines.faceswap_gan.model import FaceswapConfig
 from engines.faceswap_gan.trainer import TrainConfig
-from engines.types import Face
 from stream.extract import ExtractOptions, ExtractSummary, extract_faces
-from stream.pipeline import FrameContext, StageFactories
+from stream.pipeline import StageFactories
 
 VIDEO = SHARED_DATA / "video.mp4"
 PORTRAITS = SHARED_DATA / "faces"
@@ -56,41 +53,13 @@ def tiny_train_config(iters: int, **changes: object) -> TrainConfig:
     return TrainConfig(**settings)  # type: ignore[arg-type]
 
 
-class DetectEveryFrame:
-    """Stand-in face stage while stream.face_stage is absent: the project's MTCNN on every
-    frame, faces numbered largest first (Stage protocol)."""
-
-    name = "face"
-
-    def __init__(self) -> None:
-        from engines.detection import FaceDetector
-
-        self.detector = FaceDetector(device="cpu", min_face_size=20)
-
-    def process(self, ctx: FrameContext) -> None:
-        found = self.detector.detect([ctx.image])[0]
-        faces = sorted(Face.from_detections(found), key=lambda f: -f.width * f.height)
-        ctx.faces = [dataclasses.replace(face, track_id=i) for i, face in enumerate(faces)]
-
-    def reset(self) -> None:
-        pass
-
-
-def has_face_stage() -> bool:
-    return importlib.util.find_spec("stream.face_stage") is not None
-
-
 def stage_factories() -> StageFactories:
-    """The pipeline's own stages on CPU (face detection + tracking, the label); the face
-    stage is DetectEveryFrame until stream.face_stage exists."""
-    from stream.label_stage import LabelStage
+    """The pipeline's own stages on CPU (face detection + tracking every frame, the label)."""
     from stream.models import SharedModels
     from stream.settings import Settings
 
-    if has_face_stage():
-        settings = Settings(device="cpu", detect_every=1, min_face_size=20)
-        return SharedModels(settings, "cpu").stage_factories()
-    return StageFactories(face=DetectEveryFrame, label=lambda: LabelStage(enabled=True))
+    settings = Settings(device="cpu", detect_every=1, min_face_size=20)
+    return SharedModels(settings, "cpu").stage_factories()
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:

@@ -20,7 +20,6 @@ from faceswap_helpers import (
     count_video_frames,
     extract_portrait_faces,
     extract_video_faces,
-    has_face_stage,
     stage_factories,
     tiny_train_config,
     write_mp4,
@@ -448,10 +447,6 @@ def test_gan_swap_sends_all_faces_of_a_frame_as_one_batch(trained: Run, tmp_path
     assert len(faces) >= 5 and batches == [len(faces)] and out.shape == frame.shape
 
 
-@pytest.mark.skipif(
-    not has_face_stage(),
-    reason="stream.face_stage (the pipeline's face stage) is not in the tree yet",
-)
 def test_convert_with_a_trained_model(
     trained: Run, tmp_path: Path, clip_frames: list[np.ndarray], capsys: pytest.CaptureFixture[str]
 ) -> None:
