@@ -218,9 +218,7 @@ def _demo_rows(args: argparse.Namespace, device: str, folder: Path) -> list[dict
         names=("video track a", "video track b"),
     )
     run = PROJECT_ROOT / "weights" / "faceswap" / "bench_demo"
-    trainer = FaceswapTrainer(FaceswapConfig(size=size), train, data, run)
-    trainer.resume()
-    model = trainer.train()
+    model = FaceswapTrainer(FaceswapConfig(size=size), train, data, run).train()  # a fresh run
     args.demo_out.mkdir(parents=True, exist_ok=True)
     for name in ("preview.png", "loss_curve.png", "loss_log.csv"):
         shutil.copy(run / name, args.demo_out / name)
