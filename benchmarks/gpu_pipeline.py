@@ -286,7 +286,9 @@ def simulate_sessions(
         if requests[0][1] is None:  # full detections: one batched call for every session's frame
             return models.detector.detect(torch.stack([frame for frame, _ in requests]))
         empty = np.zeros((0, 4), np.float32)
-        return [models.detector.detect_in_regions(f, empty if b is None else b) for f, b in requests]
+        return [
+            models.detector.detect_in_regions(f, empty if b is None else b) for f, b in requests
+        ]
 
     def run_swap(batches: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rgb, mask = models.swap(torch.cat(list(batches)))
