@@ -26,7 +26,7 @@ from engines.alignment import estimate_alignment
 from engines.backends import compile_module, select_backend
 from engines.batching import BatchScheduler
 from engines.detection import FaceDetector
-from engines.detection.layout import plan_pyramid
+from engines.detection.compiled import compile_detector
 from engines.faceswap_gan.model import FaceswapConfig, FaceswapGenerator, SwapNet
 from engines.types import Detections
 from tracking import FaceTracker
@@ -101,38 +101,7 @@ def build_detector(
     if backend == "eager":
         return detector
     chosen = select_backend(backend, device, cache_dir=cache_dir)
-    height, width = frame_size
-    nets: list[tuple[str, torch.Tensor, tuple[int, int, int]]] = [
-        ("pnet", _pnet_example(detector, height, width), (1, 1, frames_per_call)),
-        ("rnet", _crops_example(device, 24), (16, 16, 256)),
-        ("onet", _crops_example(device, 48), (16, 16, 64)),
-    ]
-    for attribute, example, profile in nets:
-        name = f"mtcnn.{attribute}" + (f".{width}x{height}" if attribute == "pnet" else "")
-        module = getattr(detector, attribute)
-        setattr(
-            detector,
-            attribute,
-            compile_module(module, [example], chosen, name=name, dynamic_batch=profile),
-        )
-    return detector
-
-
-def _crops_example(device: torch.device, side: int) -> torch.Tensor:
-    """16 R-/O-Net input crops, 0-255 float, channels-last (as the detector pads them)."""
-    crops = torch.rand(16, 3, side, side, device=device).mul(255)
-    return crops.contiguous(memory_format=torch.channels_last)
-
-
-def _pnet_example(detector: FaceDetector, height: int, width: int) -> torch.Tensor:
-    """A P-Net input as the detector makes it: the packed canvas (or its first strip on a CPU)."""
-    layout = plan_pyramid(height, width, detector.min_face_size, detector.factor)
-    rows = layout.canvas_height
-    strip = detector.pnet_strip_rows
-    if strip is not None and rows // 2 - 5 > strip:
-        rows = 2 * strip + 10
-    canvas = torch.rand(1, 3, rows, layout.canvas_width, device=detector.device).mul(255)
-    return canvas.contiguous(memory_format=torch.channels_last)
+    return compile_detector(detector, chosen, frame_size, frames_per_call)
 
 
 # --- one frame ---------------------------------------------------------------------------

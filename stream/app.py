@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings or Settings())
         app.state.services = services
         await services.jobs.start()
+        if services.settings.warm_up:
+            # Load and compile the face models before the first frame asks for them.
+            services.worker.submit(services.models.warm_up)
         logger.info("facestream serving on %s", services.worker.device)
         try:
             yield

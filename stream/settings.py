@@ -33,7 +33,9 @@ class Settings(BaseSettings):
 
     # Detection and tracking
     detect_every: int = Field(5, ge=1, le=300, description="full detection every N frames")
-    smoothing: float = Field(0.5, ge=0.0, le=1.0, description="0 = raw boxes, 1 = heaviest smoothing")
+    smoothing: float = Field(
+        0.5, ge=0.0, le=1.0, description="0 = raw boxes, 1 = heaviest smoothing"
+    )
     min_face_size: int = Field(40, ge=12, le=1000, description="smallest face, pixels")
 
     # Sessions
@@ -46,10 +48,15 @@ class Settings(BaseSettings):
     # Conversion jobs (stream/jobs.py) and WHIP/WHEP (stream/routes/whip.py)
     job_max_pending: int = Field(default=4, ge=1, le=1000, description="waiting jobs; more: 429")
     job_retention_s: float = Field(default=3600.0, gt=0, description="finished jobs kept, seconds")
-    whip_token: str | None = Field(default=None, min_length=8, description="Bearer for /whip, /whep")
+    whip_token: str | None = Field(
+        default=None, min_length=8, description="Bearer for /whip, /whep"
+    )
 
     # Responsible use
-    label_swaps: bool = Field(True, description="draw the visible 'AI-modified' label on swapped output")
+    warm_up: bool = Field(True, description="load the face models at start, not on the first frame")
+    label_swaps: bool = Field(
+        True, description="draw the visible 'AI-modified' label on swapped output"
+    )
     c2pa_cert: Path | None = Field(default=None, description="PEM chain that signs C2PA manifests")
     c2pa_key: Path | None = Field(default=None, description="PEM private key of c2pa_cert")
     c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
