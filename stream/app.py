@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from engines.effects.base import EffectResources
 from stream.errors import install_error_handlers
 from stream.metrics import Metrics
 from stream.models import SharedModels
 from stream.security import SecurityMiddleware
-from stream.services import Services
+from stream.services import Services, effect_resources
 from stream.sessions import SessionManager
 from stream.settings import Settings
 from stream.worker import ModelWorker
@@ -42,7 +41,7 @@ def build_services(settings: Settings) -> Services:
     models = SharedModels(settings, device)
     metrics = Metrics()
     faces = FaceStore(settings.data_dir / "faces")
-    resources = EffectResources(weights_dir=settings.weights_dir, device=device, source_faces=faces)
+    resources = effect_resources(settings, device, faces)
     sessions = SessionManager(
         worker,
         models,

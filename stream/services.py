@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from engines.effects.base import EffectResources
 from stream.metrics import Metrics
@@ -35,8 +39,20 @@ class Services:
 
     def effect_resources(self) -> EffectResources:
         """Resources an effect is built with: weights folder, device, uploaded faces."""
-        return EffectResources(
-            weights_dir=self.settings.weights_dir,
-            device=self.worker.device,
-            source_faces=self.faces,
-        )
+        return effect_resources(self.settings, self.worker.device, self.faces)
+
+
+def effect_resources(
+    settings: Settings,
+    device: str,
+    faces: Mapping[str, np.ndarray],
+    model_path: Path | None = None,
+) -> EffectResources:
+    """What effects are built with, from the settings: weights folder, backend, faces, model."""
+    return EffectResources(
+        weights_dir=settings.weights_dir,
+        device=device,
+        source_faces=faces,
+        model_path=model_path,
+        backend=settings.backend,
+    )

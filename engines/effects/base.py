@@ -133,12 +133,15 @@ class EffectResources:
     device: "cpu" or "cuda[:N]".
     source_faces: face_id -> RGB uint8 image of an uploaded swap source.
     model_path: a model file given explicitly (`--model`), overriding the default.
+    backend: the compile backend asked for at start ("auto", "eager", "inductor", "tensorrt");
+        effects with their own networks compile them with it on a GPU.
     """
 
     weights_dir: Path = Path("weights")
     device: str = "cpu"
     source_faces: Mapping[str, np.ndarray] = field(default_factory=dict)
     model_path: Path | None = None
+    backend: str = "auto"
 
 
 class Effect(abc.ABC):

@@ -134,6 +134,7 @@ def _compile_fn(path: Path, resources: EffectResources, direction: str) -> Any:
             device=resources.device,
             cache_dir=Path(resources.weights_dir) / "cache",
             model_hash=model_hash,
+            backend=resources.backend,
         )
 
     return compile_fn

@@ -86,7 +86,7 @@ def _load_face(path: Path) -> Any:
 
 
 def _resources(args: argparse.Namespace, settings: Any, device: str) -> Any:
-    from engines.effects.base import EffectResources
+    from stream.services import effect_resources
 
     faces = {}
     if args.source_face is not None:
@@ -98,9 +98,7 @@ def _resources(args: argparse.Namespace, settings: Any, device: str) -> Any:
         faces[SOURCE_FACE_ID] = _load_face(args.source_face)
     if args.model is not None and not args.model.is_file():
         raise UsageError(f"model file {args.model} does not exist")
-    return EffectResources(
-        weights_dir=settings.weights_dir, device=device, source_faces=faces, model_path=args.model
-    )
+    return effect_resources(settings, device, faces, model_path=args.model)
 
 
 def _progress_bar(args: argparse.Namespace) -> tuple[Any, list[Any] | None]:
