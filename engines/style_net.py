@@ -11,7 +11,7 @@ H and W should be multiples of 4 for the output to have the input's size.
 
 Style model files (`weights/style/NAME.pth`, read with torch.load(weights_only=True)):
 - facestream format: a dict {format: "facestream-neural-style", version: 1,
-  config: JSON text {width, residual_blocks, train_size}, metadata: JSON text,
+  config: JSON text {width, residual_blocks, train_size, input_skip}, metadata: JSON text,
   state_dict: {name: tensor}} as written by `save_style_model`;
 - the classic PyTorch fast-neural-style example's plain state dict (keys `conv1.conv2d.weight`,
   `in1.weight`, `res1.conv1.conv2d.weight`, ..., `deconv3.conv2d.weight`; stale
@@ -52,11 +52,14 @@ _TRAIN_HINT = (
 @dataclass(frozen=True)
 class StyleNetConfig:
     """width: channel multiplier (1.0 = 32/64/128 channels); residual_blocks: >= 1;
-    train_size: side in pixels of the square crops the model was trained on."""
+    train_size: side in pixels of the square crops the model was trained on.
+    input_skip: the network adds its input to its output (it learns a change of the
+        image, which trains in far fewer steps); False in the published design."""
 
     width: float = 1.0
     residual_blocks: int = 5
     train_size: int = 256
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.width) <= 4.0:
@@ -79,17 +82,18 @@ class StyleNetConfig:
         """Raises ValueError for a config that is not a dict of the three known fields."""
         if not isinstance(raw, dict):
             raise ValueError("config is not an object")
-        unknown = set(raw) - {"width", "residual_blocks", "train_size"}
+        unknown = set(raw) - {"width", "residual_blocks", "train_size", "input_skip"}
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
         return cls(
             width=float(raw.get("width", 1.0)),
             residual_blocks=int(raw.get("residual_blocks", 5)),
             train_size=int(raw.get("train_size", 256)),
+            input_skip=bool(raw.get("input_skip", False)),
         )
 
 
-SMALL = StyleNetConfig(width=0.25, residual_blocks=3, train_size=256)
+SMALL = StyleNetConfig(width=0.25, residual_blocks=3, train_size=256, input_skip=True)
 CLASSIC = StyleNetConfig(width=1.0, residual_blocks=5, train_size=256)
 
 
@@ -144,14 +148,15 @@ class StyleNet(nn.Module):
         self.up_norms = nn.ModuleList(nn.InstanceNorm2d(c, affine=True) for c in (c2, c1))
         self.out = PaddedConv(c1, 3, 9)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image
         for conv, norm in zip(self.down, self.down_norms, strict=True):
             x = F.relu(norm(conv(x)))
         for block in self.residuals:
             x = block(x)
         for conv, norm in zip(self.up, self.up_norms, strict=True):
             x = F.relu(norm(conv(x)))
-        return self.out(x)
+        return self.out(x) + image if self.config.input_skip else self.out(x)
 
 
 @dataclass(frozen=True)
@@ -332,23 +337,23 @@ def find_style_model(weights_dir: Path) -> Path | None:
 
 
 _cache_lock = threading.Lock()
-_loaded: dict[tuple[str, int, int, str], LoadedStyleModel] = {}
+_loaded: dict[tuple[str, int, int, int, str], LoadedStyleModel] = {}
 
 
 def shared_style_model(path: Path, device: str = "cpu") -> LoadedStyleModel:
-    """The model at `path` on `device`, loaded once per file version (path, size, mtime)
-    and shared by every effect instance; an older version of the same file is dropped.
+    """The model at `path` on `device`, loaded once per file version (path, size, mtime,
+    inode) and shared by every effect instance; older versions of the file are dropped.
     Raises ModelLoadError like load_style_model."""
     path = Path(path).resolve()
     try:
         stat = path.stat()
     except OSError:
         return load_style_model(path, device)  # raises the clear "does not exist" error
-    key = (str(path), stat.st_size, stat.st_mtime_ns, str(device))
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, str(device))
     with _cache_lock:
         if key not in _loaded:
             model = load_style_model(path, device)
-            for old in [k for k in _loaded if k[0] == key[0] and k[3] == key[3]]:
+            for old in [k for k in _loaded if k[0] == key[0] and k[4] == key[4]]:
                 del _loaded[old]
             _loaded[key] = model
         return _loaded[key]
