@@ -178,19 +178,19 @@ def _pool_group(
     prefix: torch.Tensor, rois: torch.Tensor, image_index: torch.Tensor, size: int, rows: int
 ) -> torch.Tensor:
     """pool_crops for regions at most `rows` pixels high: (N, 3, size, size)."""
-    _, _, height, width1 = prefix.shape
+    channels, _, height, width1 = prefix.shape
     count = rois.shape[0]
     col_first, col_end = _windows(rois[:, 2] - rois[:, 0], size)
     row_first, row_end = _windows(rois[:, 3] - rois[:, 1], size)
     r = torch.arange(rows, device=rois.device)
     y = (rois[:, 1:2] + r).clamp(max=height - 1)  # (N, rows); rows past the crop get weight 0
-    line = (image_index[:, None] * height + y) * width1  # (N, rows)
-    left = (line[:, :, None] + rois[:, 0:1, None] + col_first[:, None, :]).reshape(-1)
-    right = (line[:, :, None] + rois[:, 0:1, None] + col_end[:, None, :]).reshape(-1)
-    planes = prefix.reshape(3, -1)
-    columns = planes.index_select(1, right) - planes.index_select(1, left)  # (3, N*rows*size)
-    columns = columns.view(3, count, rows, size).transpose(0, 1)  # (N, 3, rows, size)
+    base = ((image_index[:, None] * height + y) * width1 + rois[:, 0:1])[:, :, None]  # (N, rows, 1)
+    planes = prefix.reshape(channels, -1)
+    right = planes.index_select(1, (base + col_end[:, None, :]).reshape(-1))
+    columns = right.sub_(planes.index_select(1, (base + col_first[:, None, :]).reshape(-1)))
+    # (N, rows, 3 * size): column-window sums of every row of every crop
+    columns = columns.view(channels, count, rows, size).permute(1, 2, 0, 3).reshape(count, rows, -1)
     inside = (r[None, None, :] >= row_first[:, :, None]) & (r[None, None, :] < row_end[:, :, None])
-    sums = torch.matmul(inside.to(prefix.dtype)[:, None], columns)  # (N, 3, size, size)
+    sums = torch.bmm(inside.to(prefix.dtype), columns)  # (N, size, 3 * size)
     area = ((row_end - row_first)[:, :, None] * (col_end - col_first)[:, None, :]).to(prefix.dtype)
-    return sums / area[:, None]
+    return sums.view(count, size, channels, size).permute(0, 2, 1, 3) / area[:, None]
