@@ -260,3 +260,30 @@ def test_models_are_shared_until_the_file_changes(tmp_path: Path) -> None:
     assert style_effect(path).model is first
     random_model(path, TINY, seed=5)
     assert shared_style_model(path) is not first
+
+
+def test_trainer_uses_a_perceptual_network_when_present(tmp_path: Path, frame: np.ndarray) -> None:
+    from torchvision.models import resnet18
+
+    (tmp_path / "perceptual").mkdir()
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "perceptual" / "resnet18.pth")
+    config = StyleTrainConfig(iterations=2, batch_size=1, size=64, style_size=64, net=TINY)
+    path = train_style_model(frame, [frame], tmp_path / "p.pth", config, tmp_path)
+    assert load_style_model(path).metadata["features"] == "perceptual"
+
+
+def test_training_command_line(tmp_path: Path, frame: np.ndarray) -> None:
+    import cv2
+
+    from engines.style_train import main
+
+    cv2.imwrite(str(tmp_path / "style.png"), np.ascontiguousarray(frame[::4, ::4, ::-1]))
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "a.jpg"), np.ascontiguousarray(frame[:, :, ::-1]))
+    out = tmp_path / "weights" / "style" / "cli.pth"
+    argv = ["--style", str(tmp_path / "style.png"), "--content", str(tmp_path / "photos")]
+    argv += ["--out", str(out), "--iters", "2", "--size", "64", "--batch", "1", "--blocks", "1"]
+    assert main([*argv, "--weights-dir", str(tmp_path / "weights")]) == 0
+    model = load_style_model(out)
+    assert (model.config.residual_blocks, model.config.train_size) == (1, 64)
+    assert main([*argv[:2], "--content", str(tmp_path / "nothing"), *argv[4:]]) == 2
