@@ -226,6 +226,8 @@ def convert_classic_state(
 ) -> tuple[StyleNetConfig, dict[str, torch.Tensor]]:
     """The example's state dict renamed to StyleNet keys, with the config read from it.
     Raises ModelLoadError for keys that belong to neither network."""
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelLoadError(f"{path} holds non-tensor values; it is not a state dict")
     mapped: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if _CLASSIC_STALE.search(key):

@@ -223,6 +223,10 @@ def _classic_with_extra_layer(path: Path) -> None:
     torch.save(classic_state({"res6.conv3.conv2d.weight": (4,)}), path)
 
 
+def _classic_with_a_note(path: Path) -> None:
+    torch.save({**classic_state(), "note": "trained on mosaic.jpg"}, path)
+
+
 def _future_version(path: Path) -> None:
     torch.save({"format": FORMAT_NAME, "version": 99, "config": "{}", "state_dict": {}}, path)
 
@@ -239,6 +243,7 @@ def _pickled_code(path: Path) -> None:
         (_mismatched, "do not match the style network config"),
         (_foreign, "neither a facestream style model nor a fast-neural-style state dict"),
         (_classic_with_extra_layer, "unexpected key 'res6.conv3.conv2d.weight'"),
+        (_classic_with_a_note, "non-tensor values"),
         (_future_version, "format version 99"),
         (_pickled_code, "not a readable style model"),
     ],
