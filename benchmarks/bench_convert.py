@@ -9,11 +9,13 @@ reference measured in the same run on the same file. cpu_s is the process CPU ti
 (on a shared machine wall time grows with other load; CPU time much less).
 
     facestream bench convert [--effects none,makeup] [--inputs 1080p,720p] [--threads 2]
+                             [--omp-wait passive|default]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -25,6 +27,7 @@ import av
 
 from benchmarks.common import OUT_DIR, SHARED_DATA, machine
 from engines.effects.base import EffectResources
+from stream.commands.convert import quiet_openmp
 from stream.convert import EncodeOptions, build_pipeline, convert_file
 from stream.models import SharedModels
 from stream.settings import Settings
@@ -41,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--preset", default=EncodeOptions.preset, help="x264 preset")
     parser.add_argument("--crf", type=int, default=EncodeOptions.crf)
+    parser.add_argument(
+        "--omp-wait",
+        choices=("passive", "default"),
+        default="passive",
+        help="passive: as `facestream convert` sets it; default: OpenMP's own (spinning) policy",
+    )
 
 
 def cut_720p(source: Path = VIDEO, folder: Path = CUT_DIR) -> Path:
@@ -106,6 +115,7 @@ def convert_once(
         cpu = time.process_time() - cpu
     per_frame = {k: 1000 * v / result.frames for k, v in stages.items()}
     return {
+        "omp_wait": os.environ.get("OMP_WAIT_POLICY", "default"),
         "frames": result.frames,
         "media_s": round(result.media_duration_s, 2),
         "wall_s": result.wall_s,
@@ -117,6 +127,8 @@ def convert_once(
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.omp_wait == "passive":
+        quiet_openmp()  # as `facestream convert` does (before torch is imported)
     if args.threads:
         import torch
 
