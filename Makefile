@@ -31,7 +31,7 @@ types: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/python -m pytest -q -ra
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -ra --durations=15
 
 test: lint types pytest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 _COMMANDS = ("serve", "convert", "effects", "bench", "extract", "train")
@@ -27,7 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_openmp() -> None:
+    """Let idle OpenMP threads sleep instead of spin; must run before torch is imported.
+
+    GNU OpenMP's workers busy-wait between parallel regions; next to the video decoder,
+    encoder and event-loop threads on a 2-core CPU they burn the cores the pipeline needs
+    (a 720p makeup conversion: 33-50 s spinning, 6 s passive; benchmarks/RESULTS.md).
+    An explicit OMP_WAIT_POLICY in the environment wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spinning (see stream.cli.quiet_openmp).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 
 import numpy as np
