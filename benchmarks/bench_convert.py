@@ -9,7 +9,9 @@ reference measured in the same run on the same file. cpu_s is the process CPU ti
 (on a shared machine wall time grows with other load; CPU time much less).
 
     facestream bench convert [--effects none,makeup] [--inputs 1080p,720p] [--threads 2]
-                             [--omp-wait passive|default]
+
+The CLI lets idle OpenMP threads sleep (stream.cli.quiet_openmp); to measure OpenMP's own
+spinning policy run `OMP_WAIT_POLICY=ACTIVE facestream bench convert`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import av
 
 from benchmarks.common import OUT_DIR, SHARED_DATA, machine
 from engines.effects.base import EffectResources
-from stream.commands.convert import quiet_openmp
+from stream.cli import quiet_openmp
 from stream.convert import EncodeOptions, build_pipeline, convert_file
 from stream.models import SharedModels
 from stream.settings import Settings
@@ -44,12 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--preset", default=EncodeOptions.preset, help="x264 preset")
     parser.add_argument("--crf", type=int, default=EncodeOptions.crf)
-    parser.add_argument(
-        "--omp-wait",
-        choices=("passive", "default"),
-        default="passive",
-        help="passive: as `facestream convert` sets it; default: OpenMP's own (spinning) policy",
-    )
 
 
 def cut_720p(source: Path = VIDEO, folder: Path = CUT_DIR) -> Path:
@@ -127,8 +123,7 @@ def convert_once(
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    if args.omp_wait == "passive":
-        quiet_openmp()  # as `facestream convert` does (before torch is imported)
+    quiet_openmp()  # as the CLI does (before torch is imported), when run on its own
     if args.threads:
         import torch
 

@@ -9,7 +9,6 @@ converting with status 1. Nothing is left behind on failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,20 +128,7 @@ def _progress_bar(args: argparse.Namespace) -> tuple[Any, list[Any] | None]:
     return update, holder
 
 
-def quiet_openmp() -> None:
-    """Let idle OpenMP threads sleep instead of spin (call before torch is imported).
-
-    GNU OpenMP's worker threads busy-wait between parallel regions. Next to a
-    conversion's decoder and encoder threads on a 2-core CPU they burn the cores the
-    pipeline needs: the same 30-frame 720p makeup conversion took 33-50 s with the
-    default and 6 s with OMP_WAIT_POLICY=PASSIVE (benchmarks/RESULTS.md). An explicit
-    setting in the environment wins.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def run(args: argparse.Namespace) -> int:
-    quiet_openmp()
     from av.error import FFmpegError
     from pydantic import ValidationError
 
