@@ -12,9 +12,10 @@ resize back) built through the registry from a model file, on a webcam-like fram
   depend on the weights) unless --model is given.
 - net_nchw: the small network alone at 320x240 with contiguous (NCHW) tensors, next to
   net_channels_last, the layout the effect uses.
-With --demo-iters N, a SMALL model is trained here for N steps (random-feature loss; a
-procedural orange/teal streak image as the style, the four portraits and the group photo
-as content) and a before/after picture goes to benchmarks/out/neural_style/.
+With --demo-iters N, a SMALL model is trained here for N steps with the trainer's default
+settings (random-feature loss without weights/perceptual; a procedural orange/teal streak
+image as the style, the four portraits and the group photo as content) and a
+before/after picture goes to benchmarks/out/neural_style/; its row gives ms per step.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.common import OUT_DIR, SHARED_DATA, machine, webcam_clip
+from benchmarks.common import OUT_DIR, SHARED_DATA, load_rgb, machine, webcam_clip
 from engines.effects.base import EffectResources
 from engines.effects.registry import build_effect
 from engines.style_net import CLASSIC, SMALL, StyleNet, StyleNetConfig, save_style_model
@@ -130,12 +131,24 @@ def demo_style_image(size: int = 256, seed: int = 3) -> np.ndarray:
     return np.clip(colour * (1 + 6.4 * streaks[..., None]), 0, 255).astype(np.uint8)
 
 
+def _portrait(name: str) -> np.ndarray:
+    """A portrait, centre-cropped to 3:4 and resized to 240x320 (WxH), RGB uint8."""
+    image = load_rgb(SHARED_DATA / "faces" / f"{name}.jpg")
+    height, width = image.shape[:2]
+    crop_w = min(width, height * 3 // 4)
+    crop_h = crop_w * 4 // 3
+    x, y = (width - crop_w) // 2, (height - crop_h) // 2
+    return cv2.resize(
+        image[y : y + crop_h, x : x + crop_w], (240, 320), interpolation=cv2.INTER_AREA
+    )
+
+
 def _demo(iterations: int, out_dir: Path) -> dict[str, Any]:
     from engines.style_train import StyleTrainConfig, read_content_images, train_style_model
 
     style = demo_style_image()
     content = read_content_images([SHARED_DATA / "faces", SHARED_DATA / "multiface.jpg"])
-    config = StyleTrainConfig(iterations=iterations, batch_size=2, size=128, style_size=128)
+    config = StyleTrainConfig(iterations=iterations)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         path = train_style_model(style, content, Path(folder) / "demo.pth", config)
@@ -143,15 +156,15 @@ def _demo(iterations: int, out_dir: Path) -> dict[str, Any]:
         effect = build_effect(
             "neural_style", {}, EffectResources(weights_dir=Path(folder), model_path=path)
         )
-        frames = webcam_clip((320, 240), 3)[1:2] + webcam_clip((320, 240), 3, "kate_siegel")[1:2]
+        frames = [_portrait(name) for name in ("paul_rudd", "kate_siegel")]
         rows = [np.concatenate([f, effect.apply(f.copy(), [])], axis=1) for f in frames]
-    swatch = cv2.resize(style, (240, 240))
+    swatch = cv2.resize(style, (320, 320))
     picture = np.concatenate([np.concatenate(rows, axis=0), np.vstack([swatch, swatch])], axis=1)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"demo_{iterations}iters.jpg"
     cv2.imwrite(str(target), picture[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
     return {
-        "measure": f"demo_train_{iterations}_iters_128px_batch2",
+        "measure": f"demo_train_{iterations}_iters_{config.size}px_batch{config.batch_size}",
         "wall_ms": round(seconds * 1000 / iterations, 1),
         "picture": str(target),
         "threads": torch.get_num_threads(),

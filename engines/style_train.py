@@ -8,17 +8,22 @@ output against those of the content photo) and a total-variation term. Which fea
   ResNet state dict (see weights/README.md), its ImageNet features; content at its second
   stage.
 - random (the fallback, used when there is none; nothing is downloaded): a fixed,
-  seeded, randomly initialised 4-stage convolutional network, plus the Gram of the raw
-  pixels. Random-filter Grams do carry colour and local texture statistics (Ustyuzhaninov
-  et al., "What does it take to generate natural textures?", ICLR 2017), so the models
-  take on the style image's palette, contrast and fine grain, but not the brush strokes
-  and shapes that ImageNet features give: expect a colour-and-texture filter, not a
-  painting. Use a perceptual network for real styles.
+  seeded, randomly initialised 4-stage convolutional network, plus the raw pixels.
+  Random-filter Grams carry some colour and local texture statistics (Ustyuzhaninov
+  et al., "What does it take to generate natural textures?", ICLR 2017), but far less
+  than ImageNet features. Measured here (SMALL net, 300-400 steps at 128 px, a few
+  minutes of CPU): the models re-grade the frame towards the style's palette with soft
+  blotches of colour; they do not paint the style's strokes or shapes. Treat them as
+  colour filters and use a perceptual network for real styles.
 
-Losses are relative (each term divided by the squared norm of its target), so the
-weights below do not depend on the feature extractor's scale. Images are RGB uint8 in,
-the network works on (B, 3, H, W) float RGB in [0, 255]. CPU training of the SMALL
-network at 256 px runs at a few iterations per second on 2 cores.
+Every model also gets a colour term: the sliced Wasserstein distance between the output's
+pixel colours and the style image's (Heitz et al., CVPR 2021), which matches a palette
+with several modes and, unlike a Gram, still pulls on a flat output.
+
+The Gram and content losses are relative (divided by the squared norm of their target),
+so their weights do not depend on the feature extractor's scale. Images are RGB uint8 in;
+the network works on (B, 3, H, W) float RGB in [0, 255]. Speed on the 2-core CPU: see
+benchmarks/RESULTS.md (## neural_style).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.errors import EngineError, InvalidDataset
+from engines.errors import EngineError, InvalidDataset, InvalidImage
 from engines.style_net import SMALL, StyleNet, StyleNetConfig, save_style_model
 
 logger = logging.getLogger(__name__)
@@ -52,13 +57,13 @@ class StyleTrainConfig:
     style_size: longer side the style image is resized to; net: the network to train."""
 
     iterations: int = 400
-    batch_size: int = 4
+    batch_size: int = 2
     size: int = 256
     style_size: int = 256
     learning_rate: float = 2e-3
     content_weight: float = 1.0
     style_weight: float = 10.0
-    colour_weight: float = 10.0
+    colour_weight: float = 30.0
     tv_weight: float = 1e-5
     net: StyleNetConfig = field(default_factory=lambda: SMALL)
     seed: int = 0
@@ -191,30 +196,35 @@ def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 @dataclass(frozen=True)
 class StyleTarget:
     """What the output should match: Gram matrices (1, C, C) per feature map, and the
-    per-channel mean and standard deviation (3,) of the style image's pixels in [-1, 1]."""
+    style image's pixels (N, 3) in [-1, 1] for the colour distribution."""
 
     grams: list[torch.Tensor]
-    colour_mean: torch.Tensor
-    colour_std: torch.Tensor
+    pixels: torch.Tensor
 
 
 def style_target(style: np.ndarray, extractor: nn.Module, style_size: int) -> StyleTarget:
     """The targets of one style image (HxWx3 uint8 RGB, resized to longer side style_size)."""
     scale = style_size / max(style.shape[:2])
     resized = cv2.resize(style, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    pixels = _to_tensor(resized)[None] / 127.5 - 1.0
+    pixels = _to_tensor(resized).reshape(3, -1).T / 127.5 - 1.0
     with torch.no_grad():
         grams = [gram(f) for f in extractor(_to_tensor(resized)[None])]
-    return StyleTarget(grams, pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)))
+    return StyleTarget(grams, pixels)
 
 
-def _colour_loss(output: torch.Tensor, target: StyleTarget) -> torch.Tensor:
-    """Squared error of per-image channel means and spreads against the style's. Unlike
-    a Gram, its gradient does not vanish on a flat grey output (where training starts)."""
-    pixels = output / 127.5 - 1.0
-    mean = pixels.mean(dim=(2, 3))
-    std = pixels.std(dim=(2, 3))
-    return ((mean - target.colour_mean) ** 2).mean() + ((std - target.colour_std) ** 2).mean()
+def _colour_loss(output: torch.Tensor, target: StyleTarget, directions: int = 8) -> torch.Tensor:
+    """Sliced Wasserstein distance between the colour distribution of each output image
+    and the style's (Heitz et al., CVPR 2021): pixels projected on random RGB directions,
+    sorted, compared quantile by quantile. Unlike means, spreads or Grams it matches a
+    multi-modal palette, and its gradient does not vanish on a flat output."""
+    pixels = (output / 127.5 - 1.0).flatten(2).transpose(1, 2)  # (B, HW, 3)
+    axes = F.normalize(torch.randn(3, directions, device=output.device), dim=0)
+    projected = torch.sort(pixels @ axes, dim=1).values  # (B, HW, D)
+    reference = torch.sort(target.pixels.to(output.device) @ axes, dim=0).values  # (N, D)
+    quantiles = F.interpolate(
+        reference.T[None], size=projected.shape[1], mode="linear", align_corners=True
+    )[0].T
+    return ((projected - quantiles) ** 2).mean()
 
 
 def _loss(
@@ -260,22 +270,48 @@ def train_style_model(
     weights_dir: Path = Path("weights"),
     progress: Callable[[int, float], None] | None = None,
 ) -> Path:
-    """Train a StyleNet on CPU to render `content_images` in the style of `style_image`
-    (all HxWx3 uint8 RGB) and save it to `out` (engines.style_net format).
+    """Train a StyleNet on the CPU to render `content_images` in the style of
+    `style_image` (all HxWx3 uint8 RGB) and save it to `out` (engines.style_net format).
 
-    progress(iteration, loss) is called after every step. Returns `out`.
+    progress(iteration, loss) is called after every step. Seeded by config.seed; the
+    caller's torch random state is left as it was. Returns `out`.
     """
     config = config or StyleTrainConfig()
     if not content_images:
         raise InvalidDataset("no content images to train on")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    extractor, content_index, kind = feature_extractor(weights_dir)
-    target = style_target(style_image, extractor, config.style_size)
-    net = StyleNet(dataclasses.replace(config.net, train_size=config.size))
-    _start_near_identity(net)
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    for image in (style_image, *content_images):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InvalidImage(f"images must be HxWx3 uint8 RGB, got {image.shape} {image.dtype}")
     started = time.monotonic()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        extractor, content_index, kind = feature_extractor(weights_dir)
+        target = style_target(style_image, extractor, config.style_size)
+        net = StyleNet(dataclasses.replace(config.net, train_size=config.size))
+        _start_near_identity(net)
+        loss = _fit(net, content_images, target, extractor, content_index, config, progress)
+    metadata = {
+        "features": kind,
+        "iterations": config.iterations,
+        "final_loss": loss,
+        "seconds": round(time.monotonic() - started, 1),
+        "train": {k: v for k, v in vars(config).items() if k != "net"},
+    }
+    return save_style_model(net, out, metadata)
+
+
+def _fit(
+    net: StyleNet,
+    content_images: Sequence[np.ndarray],
+    target: StyleTarget,
+    extractor: nn.Module,
+    content_index: int,
+    config: StyleTrainConfig,
+    progress: Callable[[int, float], None] | None,
+) -> float:
+    """Run config.iterations Adam steps on random crops; returns the last loss."""
+    rng = np.random.default_rng(config.seed)
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     loss_value = float("nan")
     for iteration in range(1, config.iterations + 1):
         picks = rng.integers(0, len(content_images), config.batch_size)
@@ -289,14 +325,7 @@ def train_style_model(
         if progress is not None:
             progress(iteration, loss_value)
         logger.debug("style iteration %d loss %.4f", iteration, loss_value)
-    metadata = {
-        "features": kind,
-        "iterations": config.iterations,
-        "final_loss": loss_value,
-        "seconds": round(time.monotonic() - started, 1),
-        "train": {k: v for k, v in vars(config).items() if k != "net"},
-    }
-    return save_style_model(net, out, metadata)
+    return loss_value
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
