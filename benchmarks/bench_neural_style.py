@@ -10,6 +10,7 @@ resize back) built through the registry from a model file, on a webcam-like fram
 - small / classic at scale 0.5 and 1.0: engines.style_net.SMALL (width 0.25, 3 residual
   blocks) and CLASSIC (width 1, 5 blocks, the published size), untrained (speed does not
   depend on the weights) unless --model is given.
+- train_step: one step of engines.style_train at its defaults (SMALL, 256 px, batch 2).
 - net_nchw: the small network alone at 320x240 with contiguous (NCHW) tensors, next to
   net_channels_last, the layout the effect uses.
 With --demo-iters N, a SMALL model is trained here for N steps with the trainer's default
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--model", type=Path, default=None, help="time this model as 'given'")
     parser.add_argument("--classic", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--train-steps", type=int, default=4, help="timed training steps")
     parser.add_argument("--demo-iters", type=int, default=0, help="train a demo model (0: no)")
     parser.add_argument("--demo-out", type=Path, default=DEMO_OUT)
 
@@ -115,9 +117,33 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 rows.append(_row(name, scale, timing, reference))
     for name, timing in _net_timings(SMALL, args.repeat).items():
         rows.append(_row(f"small_{name}_320x240", None, timing, reference))
+    if args.train_steps > 0:
+        rows.append(_row("train_step_256px_batch2", None, _train_timing(args, frame), reference))
     if args.demo_iters > 0:
         rows.append(_demo(args.demo_iters, args.demo_out))
     return rows
+
+
+def _train_timing(args: argparse.Namespace, frame: np.ndarray) -> tuple[float, float]:
+    """(wall, CPU) ms per step of the trainer at its defaults (SMALL net, 256 px, batch 2),
+    random-feature loss unless weights/perceptual holds a network."""
+    from engines.style_train import StyleTrainConfig, train_style_model
+
+    config = StyleTrainConfig(iterations=args.train_steps + 1)
+    marks: list[tuple[float, float]] = []
+
+    def mark(_iteration: int, _loss: float) -> None:
+        marks.append((time.perf_counter(), time.process_time()))
+
+    with tempfile.TemporaryDirectory() as folder:
+        train_style_model(
+            demo_style_image(), [frame], Path(folder) / "t.pth", config, progress=mark
+        )
+    steps = len(marks) - 1  # the first step (with setup) is not timed
+    return (
+        (marks[-1][0] - marks[0][0]) * 1000 / steps,
+        (marks[-1][1] - marks[0][1]) * 1000 / steps,
+    )
 
 
 def demo_style_image(size: int = 256, seed: int = 3) -> np.ndarray:
