@@ -15,7 +15,7 @@ from engines.detection import FaceDetector
 from engines.detection.boxes import nms_min_per_group
 from engines.detection.layout import plan_pyramid, pyramid_scales
 from engines.detection.nets import load_nets
-from engines.detection.pyramid import area_resize, pool_crops, row_prefix_sums, to_planes
+from engines.detection.pyramid import area_resize, pool_crops, row_prefix_sums
 from engines.errors import InvalidImage
 from engines.types import Detections
 from tracking.association import assign, iou_matrix
@@ -191,11 +191,11 @@ def test_pyramid_levels_are_the_references_and_do_not_overlap(
 def test_crops_equal_the_references_area_resize(roi: tuple[int, int, int, int], size: int) -> None:
     generator = torch.Generator().manual_seed(sum(roi))
     image = torch.randint(0, 256, (1, 300, 320, 3), dtype=torch.uint8, generator=generator)
-    planes = to_planes(image)
+    planes = image.permute(0, 3, 1, 2).float()
     x1, y1, x2, y2 = roi
     want = F.interpolate(planes[:, :, y1:y2, x1:x2], size=(size, size), mode="area")
     got = pool_crops(
-        row_prefix_sums(planes),
+        row_prefix_sums(image),
         torch.tensor([roi], dtype=torch.float32),
         torch.zeros(1, dtype=torch.int64),
         size,
@@ -208,9 +208,8 @@ def test_area_resize_equals_the_references(height: int, width: int) -> None:
     image = torch.randint(
         0, 256, (1, 211, 317, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
     )
-    planes = to_planes(image)
-    want = F.interpolate(planes, size=(height, width), mode="area")
-    got = area_resize(row_prefix_sums(planes), height, width).transpose(0, 1)
+    want = F.interpolate(image.permute(0, 3, 1, 2).float(), size=(height, width), mode="area")
+    got = area_resize(row_prefix_sums(image), height, width).transpose(0, 1)
     torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-5)
 
 

@@ -1,11 +1,14 @@
 """FaceDetector: an MTCNN cascade written for speed, with facenet-pytorch's weights.
 
-Same nets, scales, thresholds and box arithmetic as facenet-pytorch's MTCNN, so
-it finds the same faces; faster because the whole pyramid is one P-Net call on a
-packed canvas, the pyramid levels and crops are read from an exact mip chain
-instead of the full image each time, every candidate crop of a stage is sampled in
-one call, and the nets run channels-last. Everything stays on one device (CPU or
-CUDA) until the result is copied out.
+Same nets, scales, thresholds, resampling and box arithmetic as facenet-pytorch's
+MTCNN, so it finds the same faces (the same boxes, up to float rounding). Faster
+because the whole pyramid is packed into one canvas for P-Net; the small pyramid
+levels and every R-Net/O-Net crop are computed from row prefix sums of the image
+(exact integer sums) instead of re-reading the image per level and per crop; all
+candidates of a stage are cropped and classified in one batch; NMS is torchvision's
+(and a vectorised "Min" NMS); the nets run channels-last with folded normalisation
+and a cheaper PReLU + max-pool. Everything stays on one device (CPU or CUDA) until
+the result is copied out.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from engines.detection.boxes import nms_per_group, square
 from engines.detection.layout import PyramidLayout, plan_pyramid, pyramid_scales
 from engines.detection.nets import load_nets
-from engines.detection.pyramid import CellMap, cell_map, row_prefix_sums, to_planes
+from engines.detection.pyramid import CellMap, cell_map, row_prefix_sums
 from engines.detection.stages import (
     Candidates,
     CropSource,
@@ -60,7 +63,10 @@ class FaceDetector:
     onet.pt (default: the installed facenet-pytorch package's data folder).
 
     The nets are plain modules (`pnet`, `rnet`, `onet`); a compile backend may
-    replace them with compiled versions taking the same inputs.
+    replace them with compiled versions taking the same inputs. On a CPU, P-Net runs
+    in strips of `pnet_strip_rows` output rows and R-/O-Net in chunks of `crop_chunk`
+    crops (small tensors stay in cache); on a GPU each is one call (both None).
+    Not thread-safe: one detector per worker thread.
     """
 
     def __init__(
@@ -115,7 +121,11 @@ class FaceDetector:
             groups.setdefault(image.shape, []).append(position)
         batches = []
         for positions in groups.values():
-            stacked = np.stack([images[p] for p in positions])
+            stacked = (
+                np.stack([images[p] for p in positions])
+                if len(positions) > 1
+                else (np.ascontiguousarray(images[positions[0]])[None])
+            )
             batches.append((positions, torch.from_numpy(stacked).to(self.device)))
         return batches
 
@@ -165,12 +175,9 @@ class FaceDetector:
         if not pyramid_scales(height, width, self.min_face_size, self.factor):
             return [Detections.empty() for _ in range(batch.shape[0])]
         layout = plan_pyramid(height, width, self.min_face_size, self.factor)
-        planes = to_planes(batch)
-        prefix = row_prefix_sums(planes)
+        prefix = row_prefix_sums(batch)
         cells = self._cell_map(layout)
-        found = propose(
-            self.pnet, planes, prefix, layout, cells, self.thresholds[0], self.pnet_strip_rows
-        )
+        found = propose(self.pnet, prefix, layout, cells, self.thresholds[0], self.pnet_strip_rows)
         source = CropSource(prefix, (height, width))
         found = refine(self.rnet, source, found, self.thresholds[1], self._run)
         found = output(self.onet, source, found, self.thresholds[2], self._run)
@@ -195,7 +202,7 @@ class FaceDetector:
         if x1 <= x0 or y1 <= y0:
             return Detections.empty()
         with torch.inference_mode():
-            prefix = row_prefix_sums(to_planes(batch[:, y0:y1, x0:x1]))
+            prefix = row_prefix_sums(batch[:, y0:y1, x0:x1])
             source = CropSource(prefix, (height, width), (x0, y0))
             seeds, region = _region_candidates(torch.from_numpy(region_boxes).to(self.device))
             found = Candidates(

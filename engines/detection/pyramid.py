@@ -3,10 +3,12 @@
 Both reproduce facenet-pytorch's ``F.interpolate(mode="area")`` exactly (up to
 float rounding): each output pixel is the mean of an integer window of input
 pixels, rows floor(i * h / o) .. ceil((i + 1) * h / o) of the region, likewise
-columns. Crops are computed for all candidates at once from row-wise prefix sums
-of the image (exact integers in float32), instead of one interpolate call per crop.
+columns. Everything is computed from one array of row prefix sums of the image
+(exact integers in float32): a column window is the difference of two prefix
+sums, so no pyramid level and no crop re-reads the image; row windows are summed
+by small matmuls with 0/1 weights (exact too).
 
-Images here are float32 (B, 3, H, W) raw 0-255 RGB planes on one device.
+Prefix sums are (3, B, H, W + 1) float32 (channel first) on the images' device.
 """
 
 from __future__ import annotations
@@ -14,35 +16,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from engines.detection.layout import PyramidLayout
 
-_SMALL_LEVEL = 6  # levels at most 1/6 of the image height are resized from prefix sums
+_ROW_BLOCK = 8  # output rows per matmul block when resizing a pyramid level
 _MAX_GATHER = 1 << 21  # gathered elements per chunk of crops: bounds peak memory
 
 
-def to_planes(images: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32, contiguous."""
-    return images.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+def row_prefix_sums(images: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> (3, B, H, W + 1) float32: for every channel and row,
+    the sum of its first x pixels, x = 0..W.
+
+    Channel first, so that one gather reads all three channels. Exact in float32
+    while 255 * W < 2**24 (any W below 65,000).
+    """
+    batch, height, width, channels = images.shape
+    prefix = torch.zeros(
+        (channels, batch, height, width + 1), dtype=torch.float32, device=images.device
+    )
+    torch.cumsum(images.permute(3, 0, 1, 2), dim=3, dtype=torch.float32, out=prefix[..., 1:])
+    return prefix
 
 
-def build_canvas(planes: torch.Tensor, prefix: torch.Tensor, layout: PyramidLayout) -> torch.Tensor:
+def build_canvas(prefix: torch.Tensor, layout: PyramidLayout) -> torch.Tensor:
     """The packed P-Net input: (B, 3, CH, CW) float32, channels-last.
 
-    planes: (B, 3, H, W) images; prefix: their row_prefix_sums. Each level is the
-    reference's area resize of the full image: F.interpolate for the large levels,
-    area_resize (same values, cost independent of the image size) for the small
-    ones. An odd-sized level's extra slot row/column repeats its last row/column.
+    Each level is the reference's area resize of the full image (area_resize). An
+    odd-sized level's extra slot row/column repeats its last row/column.
     """
-    batch, channels, height = planes.shape[:3]
-    canvas = planes.new_zeros((batch, layout.canvas_height, layout.canvas_width, channels))
+    channels, batch = prefix.shape[:2]
+    canvas = prefix.new_zeros((batch, layout.canvas_height, layout.canvas_width, channels))
     canvas = canvas.permute(0, 3, 1, 2)
     for level in layout.levels:
-        if level.height * _SMALL_LEVEL > height:
-            resized = F.interpolate(planes, size=(level.height, level.width), mode="area")
-        else:
-            resized = area_resize(prefix, level.height, level.width).transpose(0, 1)
+        resized = area_resize(prefix, level.height, level.width).transpose(0, 1)
         slot = level.slot
         target = canvas[:, :, slot.top : slot.top + slot.height, slot.left : slot.left + slot.width]
         target[:, :, : level.height, : level.width] = resized
@@ -57,27 +63,33 @@ def area_resize(prefix: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """F.interpolate(images, (height, width), mode="area") from row prefix sums:
     (3, B, H, W + 1) -> (3, B, height, width) float32.
 
-    Column windows are differences of prefix sums (one gather each side); row windows
-    are gathered rows summed under a 0/1 mask. Sums are exact integers, so the result
-    is the reference's up to the final division. No full read of the image per level.
+    Column windows: two gathers of prefix sums per row. Row windows: the output rows
+    in blocks of _ROW_BLOCK, each block one 0/1 matmul over the input rows it spans.
+    Cost grows with the level, not with the image, beyond one gather per input row.
     """
     channels, batch, rows, width1 = prefix.shape
     device = prefix.device
-    col_first, col_end = _windows(torch.tensor([width1 - 1], device=device), width)
-    row_first, row_end = _windows(torch.tensor([rows], device=device), height)
+    col_first, col_end = (w[0] for w in _windows(torch.tensor([width1 - 1], device=device), width))
+    row_first, row_end = (w[0] for w in _windows(torch.tensor([rows], device=device), height))
     flat = prefix.reshape(-1, width1)
-    columns = flat.index_select(1, col_end[0]) - flat.index_select(1, col_first[0])
-    columns = columns.view(channels, batch, rows, width)
-    reach = int((row_end - row_first).max())
-    k = torch.arange(reach, device=device)
-    picks = (row_first[0, :, None] + k).clamp(max=rows - 1)  # (height, reach)
-    used = (k < (row_end - row_first)[0, :, None]).to(prefix.dtype)
-    gathered = columns.index_select(2, picks.reshape(-1)).view(
-        channels, batch, height, reach, width
+    columns = flat.index_select(1, col_end).sub_(flat.index_select(1, col_first))
+    columns = columns.view(channels * batch, rows, width)
+    blocks = -(-height // _ROW_BLOCK)
+    block_rows = torch.arange(blocks * _ROW_BLOCK, device=device).clamp(max=height - 1)
+    block_rows = block_rows.view(blocks, _ROW_BLOCK)
+    start = row_first[block_rows[:, 0]]  # (blocks,) first input row of each block
+    span = int((row_end[block_rows[:, -1]] - start).max())
+    source = start[:, None] + torch.arange(span, device=device)  # (blocks, span)
+    picked = columns.index_select(1, source.clamp(max=rows - 1).reshape(-1))
+    weights = (source[:, None, :] >= row_first[block_rows][:, :, None]) & (
+        source[:, None, :] < row_end[block_rows][:, :, None]
+    )  # (blocks, block, span): input row inside the output row's window
+    sums = torch.matmul(
+        weights.to(prefix.dtype), picked.view(channels * batch, blocks, span, width)
     )
-    sums = (gathered * used[:, :, None]).sum(dim=3)
-    area = ((row_end - row_first)[0, :, None] * (col_end - col_first)).to(prefix.dtype)
-    return sums / area
+    sums = sums.view(channels * batch, blocks * _ROW_BLOCK, width)[:, :height]
+    area = ((row_end - row_first)[:, None] * (col_end - col_first)[None, :]).to(prefix.dtype)
+    return (sums / area).view(channels, batch, height, width)
 
 
 @dataclass(frozen=True)
@@ -106,18 +118,6 @@ def cell_map(layout: PyramidLayout, device: torch.device) -> CellMap:
         row0=torch.tensor([lv.slot.top // 2 for lv in layout.levels], device=device),
         col0=torch.tensor([lv.slot.left // 2 for lv in layout.levels], device=device),
     )
-
-
-def row_prefix_sums(planes: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (3, B, H, W + 1): sums of each row's first x pixels, x = 0..W.
-
-    Channel first, so that one gather reads all three channels. Exact in float32
-    while 255 * W < 2**24 (any W below 65,000).
-    """
-    batch, channels, height, width = planes.shape
-    prefix = planes.new_zeros((channels, batch, height, width + 1))
-    torch.cumsum(planes.transpose(0, 1), dim=3, out=prefix[..., 1:])
-    return prefix
 
 
 def _windows(length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,7 +110,6 @@ def run_pnet(
 
 def propose(
     pnet: PNet,
-    planes: torch.Tensor,
     prefix: torch.Tensor,
     layout: PyramidLayout,
     cells: CellMap,
@@ -120,8 +119,8 @@ def propose(
     """Stage 1: P-Net over the packed pyramid of every image in one pass, then NMS
     within each scale (IoU 0.5) and each image (IoU 0.7), box regression, squaring.
 
-    planes: (B, 3, H, W) float32 images; prefix: their pyramid.row_prefix_sums."""
-    canvas = build_canvas(planes, prefix, layout)
+    prefix: pyramid.row_prefix_sums of the images."""
+    canvas = build_canvas(prefix, layout)
     reg, prob = run_pnet(pnet, canvas, layout, strip_rows)
     mask = (prob >= threshold) & (cells.level >= 0)
     image_index, rows, cols = mask.nonzero(as_tuple=True)
