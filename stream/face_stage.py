@@ -2,7 +2,8 @@
 
 The full detector (the MTCNN pyramid over the whole frame) runs every
 `detect_every` frames, and on the frame where a visible track is not found any
-more. On the frames in between each track is followed cheaply: the detector's
+more (unless the full detector ran on the frame before: the face is then hidden,
+not moved; and not for faces below the detector's minimum size). On the frames in between each track is followed cheaply: the detector's
 R-Net/O-Net refinement runs only around the track's predicted box. Either way the
 detections feed one FaceTracker, whose smoothed tracks become `ctx.faces`.
 
@@ -88,7 +89,9 @@ class FaceStage:
                 return Detections.empty()
             found = self.detector.detect_in_regions(image, np.stack([t.box for t in live]))
             self.stats.region_detections += 1
-            if not _newly_lost(live, found, self.tracker.iou_threshold):
+            if self._since_full == 0 or not _newly_lost(
+                live, found, self.tracker.iou_threshold, self.detector.min_face_size
+            ):
                 self._since_full = (self._since_full or 0) + 1
                 return found
             self.stats.lost_triggers += 1
@@ -98,9 +101,20 @@ class FaceStage:
         return self.detector.detect([image])[0]
 
 
-def _newly_lost(live: list[Track], found: Detections, iou_threshold: float) -> bool:
-    """Whether a track that was visible on the last frame has no detection near it now."""
-    watched = [t for t in live if t.state is TrackState.CONFIRMED]
+def _newly_lost(
+    live: list[Track], found: Detections, iou_threshold: float, min_size: float
+) -> bool:
+    """Whether a track that was visible on the last frame has no detection near it now.
+
+    Faces smaller than the detector's minimum size are not watched: the detector finds
+    them only sometimes, and each miss would cost a full detection.
+    """
+    watched = [
+        t
+        for t in live
+        if t.state is TrackState.CONFIRMED
+        and np.sqrt(max(t.box[2] - t.box[0], 0) * max(t.box[3] - t.box[1], 0)) >= min_size
+    ]
     if not watched:
         return False
     if len(found) == 0:

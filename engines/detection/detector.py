@@ -42,8 +42,8 @@ ImageBatch = Sequence[np.ndarray] | np.ndarray | torch.Tensor
 
 # Candidate squares around each region for detect_in_regions: a 3x3 grid of shifts (in
 # box sides) at the box's size, and the centred square smaller and larger.
-_REGION_SHIFTS = (-0.12, 0.0, 0.12)
-_REGION_SCALES = (0.85, 1.18)
+_REGION_SHIFTS = (-0.2, 0.0, 0.2)
+_REGION_SCALES = (0.8, 1.25)
 _REGION_KEEP = 2  # R-Net survivors per region passed to O-Net
 
 
