@@ -24,70 +24,17 @@ async function detailOf(response) {
   catch { return response.statusText; }
 }
 
-// ---- effects and their parameter controls, generated from GET /effects ----
-
-function rgbToHex(rgb) { return "#" + rgb.map((c) => c.toString(16).padStart(2, "0")).join(""); }
-function hexToRgb(hex) { return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)); }
-
-function controlFor(name, spec, value, onChange) {
-  const row = document.createElement("label");
-  row.className = "param";
-  row.append(Object.assign(document.createElement("span"), { textContent: name }));
-  const out = document.createElement("output");
-  let input;
-  if (spec.type === "color") {
-    input = Object.assign(document.createElement("input"), { type: "color", value: rgbToHex(value) });
-    input.oninput = () => onChange(hexToRgb(input.value));
-  } else if (spec.type === "bool") {
-    input = Object.assign(document.createElement("input"), { type: "checkbox", checked: !!value });
-    input.onchange = () => onChange(input.checked);
-  } else if (spec.type === "choice") {
-    input = document.createElement("select");
-    for (const c of spec.choices) input.append(new Option(c, c, false, c === value));
-    input.onchange = () => onChange(input.value);
-  } else if (spec.type === "face") {
-    input = Object.assign(document.createElement("input"), { type: "text", value: value || "", placeholder: "upload a face below", readOnly: true });
-    input.dataset.faceParam = name;
-  } else {
-    const step = spec.type === "int" ? 1 : (spec.max - spec.min) / 100;
-    input = Object.assign(document.createElement("input"), { type: "range", min: spec.min, max: spec.max, step, value });
-    out.textContent = value;
-    input.oninput = () => { out.textContent = input.value; onChange(Number(input.value)); };
-  }
-  input.name = name;
-  row.append(input, out);
-  return row;
-}
+// ---- effects and their parameter controls (web/effects.js), generated from GET /effects ----
 
 function renderParams() {
-  const effect = state.effects.find((e) => e.name === $("effect").value);
-  const box = $("params");
-  box.replaceChildren();
-  state.params = {};
-  if (!effect) return;
-  $("effect-description").textContent = effect.available ? effect.description : `unavailable: ${effect.reason}`;
-  let needsFace = false;
-  for (const [name, spec] of Object.entries(effect.params)) {
-    state.params[name] = spec.default;
-    if (spec.type === "face") needsFace = true;
-    box.append(controlFor(name, spec, spec.default, (v) => { state.params[name] = v; sendEffect(); }));
-  }
-  $("face-upload").hidden = !needsFace;
+  state.params = facestreamEffects.renderParams(state.effects, {
+    seedDefaults: true,
+    onChange: (name, v) => { state.params[name] = v; sendEffect(); },
+  });
 }
 
 async function loadEffects() {
-  const response = await fetch("/effects");
-  if (!response.ok) throw new Error(`could not list effects: ${await detailOf(response)}`);
-  state.effects = await response.json();
-  const select = $("effect");
-  select.replaceChildren();
-  for (const e of state.effects) {
-    const option = new Option(e.available ? e.name : `${e.name} (unavailable)`, e.name);
-    option.disabled = !e.available;
-    select.append(option);
-  }
-  const wanted = new URLSearchParams(location.search).get("effect");
-  if (wanted && state.effects.some((e) => e.name === wanted && e.available)) select.value = wanted;
+  state.effects = await facestreamEffects.loadEffects(detailOf);
   renderParams();
 }
 
@@ -102,22 +49,7 @@ function sendEffect() {
 // ---- swap source upload ----
 
 async function uploadFace() {
-  const file = $("face-file").files[0];
-  if (!file) { $("face-status").textContent = "choose a photo first"; return; }
-  if (!$("face-consent").checked) { $("face-status").textContent = "tick the consent box first"; return; }
-  const form = new FormData();
-  form.append("file", file);
-  form.append("consent", "true");
-  $("face-status").textContent = "uploading…";
-  const response = await fetch("/faces", { method: "POST", body: form, headers: authHeaders() });
-  if (!response.ok) { $("face-status").textContent = `rejected: ${await detailOf(response)}`; return; }
-  const { face_id } = await response.json();
-  for (const input of document.querySelectorAll("[data-face-param]")) {
-    input.value = face_id;
-    state.params[input.dataset.faceParam] = face_id;
-  }
-  $("face-status").textContent = "face ready";
-  sendEffect();
+  if (await facestreamEffects.uploadFace(state.params, authHeaders, detailOf)) sendEffect();
 }
 
 // ---- WebRTC session ----
