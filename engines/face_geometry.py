@@ -100,6 +100,22 @@ def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
 
 
+def inner_feather(mask: np.ndarray, width: float) -> np.ndarray:
+    """A float32 mask softened inwards only: 0 on and outside its edge, rising to 1
+    about `width` pixels inside (cheaper than erode + feather; blurred at reduced size)."""
+    if width < 1.0:
+        return mask
+    height, full_width = mask.shape
+    step = max(int(width / 6), 1)
+    small = cv2.resize(
+        mask, (max(full_width // step, 1), max(height // step, 1)), interpolation=cv2.INTER_AREA
+    )
+    blurred = cv2.GaussianBlur(small, (0, 0), width / 2.5 / step, borderType=cv2.BORDER_CONSTANT)
+    if step > 1:
+        blurred = cv2.resize(blurred, (full_width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(2.0 * blurred - 1.0, 0.0, 1.0) * (mask > 0)
+
+
 def erode(mask: np.ndarray, radius: float) -> np.ndarray:
     """Shrink a float32 mask by about `radius` pixels."""
     size = round(radius) * 2 + 1
@@ -159,13 +175,15 @@ def triangle_labels(shape: tuple[int, int], dst: np.ndarray, triangles: np.ndarr
 
 
 def piecewise_affine_maps(
-    labels: np.ndarray, affines: np.ndarray, origin: np.ndarray
+    labels: np.ndarray, affines: np.ndarray, origin: np.ndarray, source_size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps (two HxW float32) for a piecewise-affine warp.
 
     labels: HxW from triangle_labels (0 = outside, mapped off-image to -1);
     affines: (T, 2, 3) from triangle_affines in frame coordinates;
-    origin: (2,) frame position of the map's pixel (0, 0).
+    origin: (2,) frame position of the map's pixel (0, 0);
+    source_size: (width, height) of the image the maps read: coordinates are clipped
+    to it (a nearly flat triangle's map extrapolates wildly at its edge pixels).
     """
     height, width = labels.shape
     table = np.concatenate([np.zeros((1, 2, 3), np.float32), affines], axis=0)
@@ -175,6 +193,8 @@ def piecewise_affine_maps(
     ys = (np.arange(height, dtype=np.float32) + origin[1])[:, None]
     map_x = flat[..., 0] * xs + flat[..., 1] * ys + flat[..., 2]
     map_y = flat[..., 3] * xs + flat[..., 4] * ys + flat[..., 5]
+    np.clip(map_x, -1.0, float(source_size[0]), out=map_x)
+    np.clip(map_y, -1.0, float(source_size[1]), out=map_y)
     return map_x, map_y
 
 
@@ -194,9 +214,12 @@ def colour_lab(rgb: tuple[int, int, int]) -> np.ndarray:
     return to_lab(np.array([[rgb]], np.uint8))[0, 0]
 
 
-def masked_stats(lab: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def masked_stats(
+    lab: np.ndarray, weight: np.ndarray, step: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted per-channel mean and standard deviation, each (3,) float32, of an
-    HxWx3 image under an HxW weight."""
+    HxWx3 image under an HxW weight (on every `step`-th row and column)."""
+    lab, weight = lab[::step, ::step], weight[::step, ::step]
     total = float(weight.sum())
     if total < 1e-3:
         return np.zeros(3, np.float32), np.ones(3, np.float32)

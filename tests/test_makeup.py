@@ -17,6 +17,9 @@ from engines.errors import InvalidParams
 from engines.face_geometry import INNER_LIPS, OUTER_LIPS, erode, face_scale, fill_polygons
 from engines.landmarks import HogFaceDetector
 from engines.types import Face
+from stream.models import SharedModels
+from stream.pipeline import EffectPipeline
+from stream.settings import Settings
 
 ONLY_LIPS: dict[str, object] = {
     f"{region}_intensity": 0.0 for region in REGIONS if region != "lips"
@@ -137,6 +140,34 @@ def test_makeup_on_a_moving_clip() -> None:
         core = lips_core(frame.shape, truth)
         assert core.sum() > 20
         assert hue_gap(mean_hue_degrees(out[core]), blue) < 25
+
+
+def test_makeup_through_the_whole_pipeline() -> None:
+    """The server's own stages (MTCNN + Kalman tracking, landmarks, makeup) on a moving
+    clip: faces are found and tracked, and the lips (truth from the known trajectory)
+    turn blue on the tracked frames, with nothing changed outside the faces."""
+    portrait = load_rgb(portrait_path("angelina_jolie"), 600)
+    _, _, (truth0,) = HogFaceDetector(upsample=0, max_side=2000).detect_68(portrait)
+    count = 12
+    centres = np.stack([180 + 20.0 * np.arange(count), 240 + 4.0 * np.arange(count)], axis=1)
+    clip = make_clip(portrait, centres, portrait_height=320)
+    models = SharedModels(Settings(device="cpu"), "cpu")
+    spec = get_effect_spec("makeup")
+    effect = build_effect(
+        "makeup", {"lips_color": (40, 70, 210), "lips_intensity": 1.0}, EffectResources()
+    )
+    pipeline = EffectPipeline(spec, effect, models.stage_factories())
+    blue, tracked = colour_hue((40, 70, 210)), 0
+    for frame, centre in zip(clip.frames, centres, strict=True):
+        ctx = pipeline.process(frame.copy())
+        changed = np.any(ctx.image != frame, axis=2)
+        assert not changed[~grown_boxes_mask(frame.shape, ctx.faces, 0.2)].any()
+        if not ctx.faces:
+            continue
+        tracked += 1
+        truth = (truth0 - np.array(portrait.shape[1::-1]) / 2) * (320 / portrait.shape[0]) + centre
+        assert hue_gap(mean_hue_degrees(ctx.image[lips_core(frame.shape, truth)]), blue) < 25
+    assert tracked >= count - 2
 
 
 @pytest.mark.parametrize(

@@ -30,11 +30,11 @@ from engines.face_geometry import (
     LEFT_EYE,
     NOSE,
     RIGHT_EYE,
-    erode,
     face_scale,
     feather,
     fill_polygons,
     from_lab,
+    inner_feather,
     masked_blur,
     masked_stats,
     piecewise_affine_maps,
@@ -62,8 +62,7 @@ def swap_mask(labels: np.ndarray, dst: np.ndarray, scale: float, pull: np.ndarra
     outline = dst[OUTLINE]
     outline = centre + (outline - centre) * (1.0 - pull[:, None])
     area = fill_polygons(labels.shape, [outline]) * (labels > 0)
-    radius = 0.1 * scale
-    mask = feather(erode(area, radius), radius * 0.6)
+    mask = inner_feather(area, 0.16 * scale)
     opening = feather(fill_polygons(labels.shape, [dst[INNER_LIPS]]), 0.02 * scale)
     return mask * (1.0 - np.minimum(opening * 1.5, 1.0))
 
@@ -110,7 +109,8 @@ class FaceSwap(Effect):
         local = dst - roi.origin
         labels = triangle_labels((roi.height, roi.width), local, self.source.triangles)
         affines = triangle_affines(self.source.points, local, self.source.triangles)
-        map_x, map_y = piecewise_affine_maps(labels, affines, np.zeros(2, np.float32))
+        source_size = (self.source.image.shape[1], self.source.image.shape[0])
+        map_x, map_y = piecewise_affine_maps(labels, affines, np.zeros(2, np.float32), source_size)
         warped = cv2.remap(
             self.source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
@@ -141,9 +141,7 @@ class FaceSwap(Effect):
         offset = state.dst_mean - state.src_mean * gain
         matched = warped_lab * gain + offset
         if self.shading > 0:
-            sigma = 0.35 * scale
-            shade = masked_blur(target_lab, skin, sigma) - masked_blur(matched, skin, sigma)
-            matched += self.shading * shade
+            matched += self.shading * masked_blur(target_lab - matched, skin, 0.35 * scale)
         features = _feature_weight(mask.shape, dst, scale)
         matched[..., 1:] += features[..., None] * (warped_lab[..., 1:] - matched[..., 1:])
         return from_lab(matched.astype(np.float32))
@@ -178,7 +176,7 @@ def _skin_weight(mask: np.ndarray, dst: np.ndarray, scale: float) -> np.ndarray:
     """Where colour statistics are taken: the inner face (well inside the mask), below
     the brows and inside the jaw, so hair and background do not count."""
     inner = np.minimum(mask, fill_polygons(mask.shape, [dst[JAW]]))
-    return erode(inner, 0.1 * scale)
+    return (inner > 0.98).astype(np.float32)
 
 
 def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:

@@ -58,7 +58,7 @@ def _decode(data: bytes, field: str) -> np.ndarray:
                     422, detail=f"{field}: {width}x{height} is more than {MAX_IMAGE_PIXELS} pixels"
                 )
             rgb = ImageOps.exif_transpose(image).convert("RGB")
-            return np.ascontiguousarray(np.asarray(rgb, np.uint8))
+            return np.array(rgb, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise HTTPException(
             422, detail=f"{field}: the image could not be decoded ({error})"
