@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engines.errors import ModelLoadError
+from engines.model_file import save_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -173,20 +173,14 @@ class LoadedStyleModel:
 
 def save_style_model(net: StyleNet, path: Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `net` (weights copied to CPU) and its config to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "config": json.dumps(net.config.to_dict()),
-        "metadata": json.dumps(metadata or {}),
-        "state_dict": {
-            key: value.detach().cpu().clone() for key, value in net.state_dict().items()
-        },
-    }
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    path = save_model_file(
+        net,
+        path,
+        format_name=FORMAT_NAME,
+        version=FORMAT_VERSION,
+        config=net.config.to_dict(),
+        metadata=metadata or {},
+    )
     logger.info("saved style model %s", path)
     return path
 

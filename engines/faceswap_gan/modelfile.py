@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 
 from engines.errors import ModelLoadError
 from engines.faceswap_gan.model import FaceswapConfig, FaceswapGenerator
+from engines.model_file import save_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +41,14 @@ class LoadedModel:
 
 def export_model(generator: FaceswapGenerator, path: Path, metadata: dict[str, Any]) -> Path:
     """Write the generator (weights moved to CPU) and its config to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "config": json.dumps(generator.config.to_dict()),
-        "metadata": json.dumps(metadata),
-        "state_dict": {
-            key: value.detach().cpu().clone() for key, value in generator.state_dict().items()
-        },
-    }
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    path = save_model_file(
+        generator,
+        path,
+        format_name=FORMAT_NAME,
+        version=FORMAT_VERSION,
+        config=generator.config.to_dict(),
+        metadata=metadata,
+    )
     logger.info("exported the faceswap model to %s", path)
     return path
 
