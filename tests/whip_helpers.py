@@ -38,16 +38,7 @@ async def whip_publish(
     """Publish `source` (sendonly video) with POST /whip; raises AssertionError when refused."""
     pc = RTCPeerConnection()
     pc.addTransceiver(source, direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-        response = await client.post(
-            f"/whip{query}",
-            content=pc.localDescription.sdp,
-            headers={"Content-Type": SDP, **bearer(token)},
-        )
-    if response.status_code != 201:
-        await pc.close()
-        raise AssertionError(f"WHIP refused: {response.status_code} {response.text}")
+    response = await _post_offer(pc, base_url, f"/whip{query}", token, "WHIP")
     assert response.headers["content-type"].startswith(SDP)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
     return WhipPublisher(pc, response.headers["location"])
@@ -59,18 +50,26 @@ async def whep_play(base_url: str, session: str, token: str | None = None) -> Wh
     collector = FrameCollector()
     pc.addTransceiver("video", direction="recvonly")
     pc.on("track", collector.attach)
+    response = await _post_offer(pc, base_url, f"/whep/{session}", token, "WHEP")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+    return WhepPlayer(pc, collector, response.headers["location"])
+
+
+async def _post_offer(
+    pc: RTCPeerConnection, base_url: str, path: str, token: str | None, protocol: str
+) -> httpx.Response:
+    """POST `pc`'s offer to `path`; the 201 answer. Refused: `pc` closed, AssertionError."""
     await pc.setLocalDescription(await pc.createOffer())
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         response = await client.post(
-            f"/whep/{session}",
+            path,
             content=pc.localDescription.sdp,
             headers={"Content-Type": SDP, **bearer(token)},
         )
     if response.status_code != 201:
         await pc.close()
-        raise AssertionError(f"WHEP refused: {response.status_code} {response.text}")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
-    return WhepPlayer(pc, collector, response.headers["location"])
+        raise AssertionError(f"{protocol} refused: {response.status_code} {response.text}")
+    return response
 
 
 async def offer_sdp(kind: str = "sendonly") -> str:
