@@ -50,10 +50,12 @@ _SKIN_SPREAD_FLOOR = np.array([10.0, 4.0, 5.0], np.float32)
 class SourceFace:
     """A prepared swap source.
 
-    image: HxWx4 uint8 RGBA crop around the face (alpha: see skin_alpha); points: (78, 2) float32 landmarks
-    in the crop (68 dlib points, then 10 forehead points); triangles: (T, 3) int32;
-    shape: (68, 2) symmetric_shape of the landmarks (the face's proportions);
-    pull: (27,) float32 outline_pull of the landmarks.
+    image: HxWx4 uint8 RGBA crop around the face (alpha: see skin_alpha); points:
+    (78, 2) float32 landmarks in the crop (68 dlib points, then 10 forehead points);
+    triangles: (T, 3) int32; shape: (68, 2) symmetric_shape of the landmarks (the
+    face's proportions); pull: (27,) float32 outline_pull of the landmarks;
+    pyramid: the crop at 1, 1/2, 1/4, ... of its size (pyramid[0] is `image`), so a
+    small target face is sampled from a matching level instead of aliasing.
     """
 
     image: np.ndarray
@@ -61,6 +63,15 @@ class SourceFace:
     triangles: np.ndarray
     shape: np.ndarray
     pull: np.ndarray
+    pyramid: tuple[np.ndarray, ...] = ()
+
+    def level_for(self, target_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """The pyramid level and its (78, 2) points for a target face whose eye
+        distance is `target_scale` pixels: the smallest level at least as large."""
+        levels = self.pyramid or (self.image,)
+        ratio = face_scale(self.points[:68]) / max(target_scale, 1.0)
+        level = int(np.clip(np.floor(np.log2(max(ratio, 1.0))), 0, len(levels) - 1))
+        return levels[level], self.points / float(2**level)
 
 
 def with_forehead(points68: np.ndarray) -> np.ndarray:
@@ -248,12 +259,16 @@ def prepare_source(image: np.ndarray) -> SourceFace:
     local = points - roi.origin
     rgb = np.ascontiguousarray(image[roi.slices])
     crop = np.ascontiguousarray(np.dstack([rgb, skin_alpha(rgb, local[:68])]))
+    pyramid = [crop]
+    while min(pyramid[-1].shape[:2]) >= 64:
+        pyramid.append(cv2.pyrDown(pyramid[-1]))
     return SourceFace(
         image=crop,
         points=local,
         triangles=delaunay(local),
         shape=symmetric_shape(local[:68]),
         pull=outline_pull(local[:68]),
+        pyramid=tuple(pyramid),
     )
 
 

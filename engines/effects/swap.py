@@ -108,13 +108,14 @@ class FaceSwap(Effect):
             return
         local = dst - roi.origin
         labels = triangle_labels((roi.height, roi.width), local, self.source.triangles)
-        affines = triangle_affines(self.source.points, local, self.source.triangles)
-        source_size = (self.source.image.shape[1], self.source.image.shape[0])
+        image, points = self.source.level_for(scale)
+        affines = triangle_affines(points, local, self.source.triangles)
+        source_size = (image.shape[1], image.shape[0])
         map_x, map_y = piecewise_affine_maps(labels, affines, np.zeros(2, np.float32), source_size)
-        warped = cv2.remap(
-            self.source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
+        rgba = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        warped = np.ascontiguousarray(rgba[..., :3])
         mask = swap_mask(labels, local, scale, self.source.pull)
+        mask *= rgba[..., 3].astype(np.float32) * (1.0 / 255.0)  # hair and background stay
         target = frame[roi.slices]
         matched = self._match_colour(warped, target, mask, local, scale, track_id)
         alpha = mask[..., None]
