@@ -33,6 +33,7 @@ _FACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _CROP_MARGIN = 0.8
 _MAX_STORED_SIDE = 1024
 _MEMORY_CACHE = 8
+_DETECT_SIDE = 1280
 # Faces smaller than this share of the largest face in the upload are not counted
 # (background faces on posters and prints).
 _MIN_RELATIVE_SIZE = 0.35
@@ -101,7 +102,13 @@ class FaceStore(Mapping[str, np.ndarray]):
                 "consent is required: confirm that you have the right to use this person's face"
             )
         image = _as_rgb(image)
-        box = _single_face_box((detector or self._default_detector()).detect([image])[0])
+        # Faces are counted on a copy of at most _DETECT_SIDE pixels (a phone photo at
+        # full size would take seconds); the crop is cut from the full-size image.
+        scale = min(1.0, _DETECT_SIDE / max(image.shape[:2]))
+        small = image
+        if scale < 1.0:
+            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        box = _single_face_box((detector or self._default_detector()).detect([small])[0]) / scale
         crop = _crop_around(image, box)
         face_id = uuid.uuid4().hex
         with self._lock:

@@ -16,6 +16,7 @@ import io
 import logging
 from typing import Annotated, Any
 
+import cv2
 import numpy as np
 from fastapi import APIRouter, Form, HTTPException, Response, UploadFile
 
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 MAX_IMAGE_PIXELS = 40_000_000
+# Faces are compared on copies of at most this many pixels a side (encodings use a
+# 150 px face chip; detection on a full-size phone photo would take seconds).
+_SIMILARITY_SIDE = 1280
 _TRUE = {"true", "on", "1", "yes"}
 
 
@@ -114,7 +118,8 @@ def _compare(services: Services, first: np.ndarray, second: np.ndarray) -> dict[
 
     encoder = shared_encoder()
     encodings = []
-    for field, image in (("image_a", first), ("image_b", second)):
+    for field, full in (("image_a", first), ("image_b", second)):
+        image = _at_most(full, _SIMILARITY_SIDE)
         face = _largest_face(services, image, field)
         encodings.append(encoder.encode_faces(image, [face])[0])
     result = compare(encodings[0], encodings[1])
@@ -123,6 +128,14 @@ def _compare(services: Services, first: np.ndarray, second: np.ndarray) -> dict[
         "same_person": result.same_person,
         "threshold": result.threshold,
     }
+
+
+def _at_most(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` scaled down so its longer side is at most `side` pixels."""
+    scale = side / max(image.shape[:2])
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
 def _largest_face(services: Services, image: np.ndarray, field: str) -> Face:
