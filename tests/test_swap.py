@@ -118,6 +118,29 @@ def test_small_faces_are_not_aliased() -> None:
     assert detail(out) < 1.3 * detail(group)
 
 
+@pytest.mark.parametrize("effect", ["swap", "makeup", "blur"])
+@pytest.mark.parametrize("shift", [(-0.45, 0.0), (0.0, -0.5), (0.4, 0.45), (-2.0, 0.0)])
+def test_faces_at_and_beyond_the_frame_edge(effect: str, shift: tuple[float, float]) -> None:
+    """A face half out of the frame (or wholly, as a track may coast out) is handled:
+    no error, same frame size, nothing changed outside the grown face box."""
+    image = load_rgb(portrait_path("paul_rudd"), 480)
+    face = faces_in(image)[0]
+    offset = np.array(shift, np.float32) * np.array(image.shape[1::-1], np.float32)
+    moved = dataclasses.replace(
+        face,
+        box=face.box + np.tile(offset, 2),
+        landmarks5=face.landmarks5 + offset,
+        landmarks68=points68(face) + offset,
+    )
+    resources = EffectResources(
+        source_faces={"source": load_rgb(portrait_path("kate_siegel"), 1024)}
+    )
+    params = {"source_face": "source"} if effect == "swap" else {}
+    out = build_effect(effect, params, resources).apply(image.copy(), [moved])
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert not np.any(out != image, axis=2)[~grown_boxes_mask(image.shape, [moved], 0.4)].any()
+
+
 def flicker(smoothing: float) -> float:
     """Mean change between consecutive output faces on a noisy clip moving 4 px a frame
     (aligned by the known motion, so a perfectly stable swap changes nothing)."""
