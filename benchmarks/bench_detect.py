@@ -211,9 +211,9 @@ def _pipeline_rows(
     ours_times: list[float],
     ref_times: list[float],
 ) -> list[dict[str, Any]]:
-    from tracking.metrics import count_id_switches
+    from tracking.metrics import count_id_switches, link_boxes
 
-    truth = _link(ref_boxes)
+    truth = link_boxes(ref_boxes)
     switches, matches = count_id_switches(truth, ours)
     ids = sorted({i for frame in ours for i in frame})
     ref_fps, our_fps = 1 / statistics.mean(ref_times), len(ours_times) / sum(ours_times)
@@ -249,29 +249,6 @@ def _pipeline_rows(
             f"of {matches} matches",
         ),
     ]
-
-
-def _link(per_frame: list[np.ndarray], iou: float = 0.5) -> list[dict[int, np.ndarray]]:
-    """Tracks from per-frame boxes by strict frame-to-frame IoU matching (no coasting):
-    a pessimistic stand-in for ground-truth identities (a missed frame splits a track)."""
-    from tracking.association import assign, iou_matrix
-
-    linked: list[dict[int, np.ndarray]] = []
-    previous: dict[int, np.ndarray] = {}
-    next_id = 1
-    for boxes in per_frame:
-        current: dict[int, np.ndarray] = {}
-        ids = list(previous)
-        overlap = iou_matrix(np.array([previous[i] for i in ids]).reshape(-1, 4), boxes)
-        matched = assign(-overlap, overlap >= iou)
-        for row, col in matched.pairs:
-            current[ids[row]] = boxes[col]
-        for col in matched.unmatched_detections:
-            current[next_id] = boxes[col]
-            next_id += 1
-        linked.append(current)
-        previous = current
-    return linked
 
 
 # -- tracking quality on the generated clip --------------------------------------------------

@@ -11,7 +11,7 @@ from conftest import PROJECT_ROOT, load_rgb, portrait_path
 from detection_helpers import OCCLUDED_FRAMES, face_truth, tracking_clip
 
 from tracking import FaceTracker, TrackState
-from tracking.metrics import box_centres, centre_error, count_id_switches, jitter
+from tracking.metrics import box_centres, centre_error, count_id_switches, jitter, link_boxes
 
 LANDMARKS = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]])
 
@@ -182,6 +182,15 @@ def test_metrics() -> None:
     box = {1: np.array([0, 0, 10, 10.0])}
     other = {7: np.array([0, 0, 10, 10.0])}
     assert count_id_switches([box, box, box], [box, other, other]) == (1, 3)
+    moved = np.array([[2, 0, 12, 10.0]])
+    far = np.array([[50, 50, 60, 60.0]])
+    assert [list(f) for f in link_boxes([box[1][None], moved, far, np.zeros((0, 4)), far])] == [
+        [1],
+        [1],
+        [2],
+        [],
+        [3],
+    ]
 
 
 def test_tracking_imports_neither_torch_nor_engines() -> None:

@@ -72,3 +72,26 @@ def count_id_switches(
                 switches += 1
             last[true_id] = hyp_id
     return switches, matches
+
+
+def link_boxes(
+    per_frame: Sequence[np.ndarray], iou_threshold: float = 0.5
+) -> list[dict[int, np.ndarray]]:
+    """Identities for per-frame boxes by strict frame-to-frame IoU matching (Hungarian,
+    no prediction, no coasting): a pessimistic stand-in for ground truth, since a face
+    missed for one frame starts a new identity. per_frame: (N_t, 4) arrays.
+    Returns per frame {id: (4,) box}."""
+    linked: list[dict[int, np.ndarray]] = []
+    previous: dict[int, np.ndarray] = {}
+    next_id = 1
+    for boxes in per_frame:
+        ids = list(previous)
+        overlap = iou_matrix(np.array([previous[i] for i in ids]).reshape(-1, 4), boxes)
+        matched = assign(-overlap, overlap >= iou_threshold)
+        current = {ids[row]: boxes[col] for row, col in matched.pairs}
+        for col in matched.unmatched_detections:
+            current[next_id] = boxes[col]
+            next_id += 1
+        linked.append(current)
+        previous = current
+    return linked
