@@ -118,6 +118,30 @@ def test_static_shapes_change_nothing(shared_data: Path, detector: FaceDetector)
     )
 
 
+class _ShapeRecorder(torch.nn.Module):
+    """Stands for a compiled P-Net: records the input shapes it is given."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.shapes.add(tuple(x.shape))
+        return self.net(x)
+
+
+def test_a_replaced_pnet_sees_one_strip_shape(multiface: tuple[np.ndarray, Detections]) -> None:
+    image, want = multiface
+    compiled_like = FaceDetector(min_face_size=20)
+    compiled_like.pnet_strip_rows = 64
+    recorder = _ShapeRecorder(compiled_like.pnet)
+    compiled_like.pnet = recorder  # type: ignore[assignment]
+    got = compiled_like.detect([image])[0]
+    assert len(recorder.shapes) == 1
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("image", "message"),
     [

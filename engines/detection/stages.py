@@ -81,31 +81,43 @@ def run_pnet(
 
     Strips overlap by P-Net's receptive field, so the output is the same; they keep
     the intermediate tensors small (cache-resident, no fresh pages), which is what
-    makes a CPU fast, and each strip stops at the right edge of the levels it
-    crosses. Returns reg (B, 4, h, w) and prob (B, h, w) (0 where no level is).
+    makes a CPU fast. The eager PNet gets each strip cut at the right edge of the
+    levels it crosses; any other module (a compiled engine) gets strips of one shape
+    (full width, the last one padded). Returns reg (B, 4, h, w) and prob (B, h, w),
+    0 where no level is.
     """
     out_rows, out_cols = layout.out_height, layout.out_width
     if strip_rows is None or out_rows <= strip_rows:
         return pnet(canvas)
+    uniform = not isinstance(pnet, PNet)
+    if uniform:
+        padding = -out_rows % strip_rows
+        canvas = torch.nn.functional.pad(canvas, (0, 0, 0, 2 * padding))
     batch = canvas.shape[0]
     reg = canvas.new_zeros((batch, 4, out_rows, out_cols))
     prob = canvas.new_zeros((batch, out_rows, out_cols))
     for first in range(0, out_rows, strip_rows):
         last = min(out_rows, first + strip_rows)
-        right = max(
-            (
-                lv.slot.left + lv.slot.width
-                for lv in layout.levels
-                if lv.slot.top < 2 * last + 10 and lv.slot.top + lv.slot.height > 2 * first
-            ),
-            default=0,
-        )
+        right = canvas.shape[3] if uniform else _right_edge(layout, first, last)
         if right == 0:
             continue
-        strip_reg, strip_prob = pnet(canvas[:, :, 2 * first : 2 * last + 10, :right])
-        reg[:, :, first:last, : strip_prob.shape[2]] = strip_reg
-        prob[:, first:last, : strip_prob.shape[2]] = strip_prob
+        rows_in = 2 * (first + strip_rows if uniform else last) + 10
+        strip_reg, strip_prob = pnet(canvas[:, :, 2 * first : rows_in, :right])
+        reg[:, :, first:last, : strip_prob.shape[2]] = strip_reg[:, :, : last - first]
+        prob[:, first:last, : strip_prob.shape[2]] = strip_prob[:, : last - first]
     return reg, prob
+
+
+def _right_edge(layout: PyramidLayout, first: int, last: int) -> int:
+    """Right edge of the levels that output rows first..last read (0 if none)."""
+    return max(
+        (
+            lv.slot.left + lv.slot.width
+            for lv in layout.levels
+            if lv.slot.top < 2 * last + 10 and lv.slot.top + lv.slot.height > 2 * first
+        ),
+        default=0,
+    )
 
 
 def propose(
