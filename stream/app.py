@@ -79,12 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(SecurityMiddleware, settings=settings)
     for module_name in _ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            logger.debug("router %s not present", module_name)
-            continue
+        module = importlib.import_module(module_name)
         app.include_router(module.router)
     return app

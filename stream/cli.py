@@ -18,12 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"stream.commands.{name}")
-        except ModuleNotFoundError as error:  # TODO(lead): strict once every command has landed
-            if error.name != f"stream.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"stream.commands.{name}")
         module.add_parser(subparsers)
     return parser
 

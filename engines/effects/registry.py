@@ -30,13 +30,7 @@ def all_effects() -> Mapping[str, EffectSpec]:
     """name -> spec for every effect facestream knows, in display order."""
     specs: dict[str, EffectSpec] = {}
     for module_name in _EFFECT_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            logger.debug("effect module %s not present", module_name)
-            continue
+        module = importlib.import_module(module_name)
         for spec in module.SPECS:
             specs[spec.name] = spec
     return specs
