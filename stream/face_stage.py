@@ -67,11 +67,22 @@ class FaceStage:
         self.tracker = tracker if tracker is not None else FaceTracker(smoothing=smoothing)
         self.stats = FaceStageStats()
         self._since_full: int | None = None
+        self._refuted: set[int] = set()  # ids a full detection missed and nothing matched since
 
     def process(self, ctx: FrameContext) -> None:
         """Find and track the faces of `ctx.image` (HxWx3 uint8 RGB); sets `ctx.faces`."""
+        full_before = self.stats.full_detections
         detections = self._detections(ctx.image)
         tracks = self.tracker.update(detections.boxes, detections.scores, detections.landmarks)
+        missing = {track.id for track in tracks if track.misses > 0}
+        if self.stats.full_detections > full_before:
+            # The whole frame was searched: a track nothing matched is not there (a cut, a
+            # jump, the person left). It stays hidden until a detection matches it again,
+            # so no effect is drawn where its prediction points.
+            self._refuted = missing
+        else:
+            self._refuted &= missing
+        tracks = [track for track in tracks if track.id not in self._refuted]
         ctx.faces = [to_face(track) for track in tracks]
         self.stats.frames += 1
 
@@ -79,6 +90,7 @@ class FaceStage:
         self.tracker.reset()
         self.stats = FaceStageStats()
         self._since_full = None
+        self._refuted = set()
 
     def _detections(self, image: np.ndarray) -> Detections:
         due = self._since_full is None or self._since_full + 1 >= self.detect_every

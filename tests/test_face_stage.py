@@ -70,6 +70,19 @@ def test_a_face_that_jumps_away_triggers_a_full_detection_at_once(detector: Face
     assert abs(box_centres(jumped[-1].box[None])[0][0] - 470) < 60
 
 
+def test_no_face_is_reported_where_the_person_no_longer_is(detector: FaceDetector) -> None:
+    """After a jump (a cut, a loop), the old track coasts in the tracker but no effect may be
+    drawn at its predicted place: only the face where the person now is gets reported."""
+    portrait = load_rgb(portrait_path("paul_rudd"), 640)
+    centres = np.array([[200.0 + 2 * t, 230.0] for t in range(6)] + [[470.0, 250.0]] * 6)
+    frames = make_clip(portrait, centres, portrait_height=300).frames
+    faces = _run(FaceStage(detector, detect_every=30), frames)
+    for index in range(6, len(frames)):
+        xs = [box_centres(f.box[None])[0][0] for f in faces[index]]
+        assert xs, f"frame {index}: the face where the person is must be reported"
+        assert all(abs(x - 470) < 60 for x in xs), f"frame {index}: a face reported at {xs}"
+
+
 def test_reset_forgets_the_tracks(detector: FaceDetector, clip: object) -> None:
     stage = FaceStage(detector, detect_every=5)
     _run(stage, clip.frames[:8])  # type: ignore[attr-defined]
