@@ -14,7 +14,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from engines.effects.base import EffectResources
+from engines.effects.base import Effect, EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from engines.errors import EngineError
 from stream.audit import AuditLog
@@ -141,10 +141,15 @@ class SessionManager:
                 f"this client already has {own} sessions (limit {self._max_per_client})"
             )
 
-    async def _build_pipeline(self, choice: EffectChoice) -> EffectPipeline:
+    async def build_effect(self, choice: EffectChoice) -> tuple[EffectSpec, Effect]:
+        """Validate `choice` on the loop (fail fast, before any model work), build it in the worker."""
         spec = get_effect_spec(choice.name)
-        spec.validate(choice.params)  # fail fast on the loop, before any model work
+        spec.validate(choice.params)
         effect = await self._worker.run(build_effect, choice.name, choice.params, self._resources)
+        return spec, effect
+
+    async def _build_pipeline(self, choice: EffectChoice) -> EffectPipeline:
+        spec, effect = await self.build_effect(choice)
         return EffectPipeline(
             spec, effect, self._models.stage_factories(), self._metrics.observe_stage
         )
@@ -247,9 +252,7 @@ class SessionManager:
     async def update_effect(self, session_id: str, choice: EffectChoice) -> Session:
         """Switch a live session's effect; its face tracks are kept."""
         session = self.get(session_id)
-        spec = get_effect_spec(choice.name)
-        spec.validate(choice.params)
-        effect = await self._worker.run(build_effect, choice.name, choice.params, self._resources)
+        spec, effect = await self.build_effect(choice)
         await self._worker.run(session.pipeline.set_effect, spec, effect)
         session.effect = choice
         self._audit_event("session.effect", session)

@@ -32,7 +32,6 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 
 from engines.effects.base import Color
-from engines.effects.registry import build_effect, get_effect_spec
 from stream.deps import ServicesDep
 from stream.keying import KeyedBackground, keyed_spec, parse_key_colour
 from stream.live import DEFAULT_STREAM, LiveRegistry, PlayerLimitReached, PlayerNotFound
@@ -151,10 +150,7 @@ async def _key_background(
     services: Services, session: Session, choice: EffectChoice, key: Color
 ) -> None:
     """Swap the new session's effect for the same effect with a key-colour background."""
-    spec = get_effect_spec(choice.name)
-    inner = await services.worker.run(
-        build_effect, choice.name, choice.params, services.effect_resources()
-    )
+    spec, inner = await services.sessions.build_effect(choice)
     await services.worker.run(
         session.pipeline.set_effect, keyed_spec(spec), KeyedBackground(inner, key)
     )
