@@ -5,8 +5,9 @@ through :func:`open_input`: only the `file` protocol, only a short list of plain
 container demuxers (no playlists, no concat lists, no image-sequence patterns, no
 SDP/RTP/device inputs that would make FFmpeg open other files or the network),
 bounded probing. :func:`probe` then checks resolution, frame rate, duration and
-frame count before a single frame is decoded, and raises :class:`MediaRejected`
-with a one-line reason a user can act on.
+frame count, and that the container's index fits inside the file (a truncated
+faststart MP4 still has its whole sample table), before a single frame is decoded,
+and raises :class:`MediaRejected` with a one-line reason a user can act on.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ ALLOWED_DEMUXERS = (
 
 # Text signatures of playlist and list formats, refused even before FFmpeg sees them.
 _REFUSED_SIGNATURES = (b"#EXTM3U", b"ffconcat", b"<?xml", b"<MPD", b"v=0\r\n", b"v=0\n")
+
+# Index entries read from the end of each stream's index by check_complete. Samples are
+# stored in decode order, so the last ones end furthest into the file; a window rather
+# than the last entry alone tolerates edit lists and small reorderings, and keeps the
+# check O(1) however many samples a (possibly hostile) index announces.
+INDEX_TAIL = 64
 
 
 class MediaRejected(ValueError):
@@ -160,10 +167,46 @@ def probe(
     container = open_input(path, limits, name)
     try:
         info = describe(container, Path(path), name)
+        check(info, limits, name)
+        check_complete(container, Path(path), name)
     finally:
         container.close()
-    check(info, limits, name)
     return info
+
+
+def indexed_end(container: av.container.InputContainer) -> int:
+    """The largest byte offset (position + size) among the tails of the streams' indexes.
+
+    0 when no stream has an index (e.g. MPEG-TS, or Matroska without cues). Only the
+    last INDEX_TAIL entries of each stream are read: O(1) in the sample count.
+    """
+    end = 0
+    for stream in container.streams:
+        entries = stream.index_entries
+        count = len(entries)
+        if count == 0:
+            continue
+        for entry in entries[max(0, count - INDEX_TAIL) : count]:
+            if entry.pos >= 0:
+                end = max(end, entry.pos + max(entry.size, 0))
+    return end
+
+
+def check_complete(
+    container: av.container.InputContainer, path: Path, name: str | None = None
+) -> None:
+    """Raise MediaRejected when the container's index points past the end of `path`.
+
+    A faststart MP4 (index at the front) cut short still opens and announces every
+    sample; decoding it would silently stop where the data does.
+    """
+    size = path.stat().st_size
+    end = indexed_end(container)
+    if end > size:
+        raise MediaRejected(
+            f"input {name or path} is truncated: its index needs {end} bytes but the file has "
+            f"{size} ({end - size} missing); upload or copy the complete file"
+        )
 
 
 def describe(
