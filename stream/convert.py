@@ -39,9 +39,9 @@ from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# MP4/MOV only: their metadata tags read back as written, so stream.provenance never has
-# to remux the file (Matroska upper-cases tag names, which would trigger that remux).
-OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+# Containers whose provenance tags, written at mux time, read back (case-insensitively:
+# Matroska upper-cases tag names), so stream.provenance never has to remux the file.
+OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
 class ConvertCancelled(RuntimeError):

@@ -4,7 +4,8 @@ Every converted file gets
 - container metadata tags saying what facestream did: `comment` (one line for
   people, every container) and `description` (JSON; MP4 and Matroska, QuickTime
   MOV keeps only the comment), written at mux time from `provenance_tags` or added
-  by `mark_file` by remuxing,
+  by `mark_file` by remuxing (tag names compare case-insensitively: Matroska
+  upper-cases them),
 - a sidecar `<file>.provenance.json` with the same facts and the file's SHA-256,
 - when the operator configured a certificate (Settings.c2pa_cert + c2pa_key), a
   C2PA manifest signed with it (c2pa-python), embedded in the file.
@@ -118,9 +119,13 @@ def provenance_tags(info: ProvenanceInfo) -> dict[str, str]:
 
 
 def read_tags(path: Path) -> dict[str, str]:
-    """The container-level metadata tags of a media file (opened with the file protocol only)."""
+    """The container-level metadata tags of a media file (opened with the file protocol only).
+
+    Keys are lower-cased: Matroska stores tag names upper-case (`COMMENT`), MP4/MOV as
+    written, and provenance must read back the same from both.
+    """
     with av.open(str(path), options=_OPEN_OPTIONS) as container:
-        return dict(container.metadata)
+        return {key.lower(): value for key, value in container.metadata.items()}
 
 
 def _has_tags(path: Path, info: ProvenanceInfo) -> bool:

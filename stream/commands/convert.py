@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "facestream convert in.mp4 out.mp4 --effect cartoon --param levels=6",
     )
     parser.add_argument("input", type=Path, help="the video to convert")
-    parser.add_argument("output", type=Path, help="where to write the result (.mp4 or .mov)")
+    parser.add_argument("output", type=Path, help="where to write the result (.mp4, .mov or .mkv)")
     parser.add_argument("--effect", required=True, help="effect name (see `facestream effects`)")
     parser.add_argument(
         "--param",
