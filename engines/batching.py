@@ -13,6 +13,11 @@ item its own result. Guarantees:
 - Isolation: when a batch call raises, each item is retried alone, so only the
   items that fail on their own get the exception.
 - Bounded queue: `submit` raises BatchRejected when `max_queue` items are waiting.
+- No pointless wait (with `active_window_ms`): a batch goes at once when every session
+  seen lately already has an item queued, so a lone session never waits for company.
+
+A :class:`SchedulerPool` holds the schedulers of one server (one per engine, made on
+first use with the same limits) and closes them together.
 
 Threads only (no asyncio): stream/batching.py wraps it for the event loop.
 """
@@ -26,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from engines.errors import BatchRejected
 
@@ -73,6 +78,9 @@ class BatchScheduler(Generic[T, R]):
         waiting item is held back to let a batch fill.
     max_queue: most items waiting; more are rejected (the caller drops the frame).
     group_key: items with different keys never share a batch (e.g. frame size).
+    active_window_ms: when set, a session that submitted within this window counts as
+        active, and a batch goes without waiting once every active session has an item
+        queued (waiting longer could not fill it). None: always wait up to max_wait_ms.
     """
 
     def __init__(
@@ -84,18 +92,17 @@ class BatchScheduler(Generic[T, R]):
         max_queue: int = 256,
         group_key: Callable[[T], Hashable] | None = None,
         name: str = "batch",
+        active_window_ms: float | None = None,
     ) -> None:
-        if max_batch < 1 or max_queue < max_batch or max_wait_ms < 0:
-            raise ValueError(
-                f"need max_batch >= 1, max_queue >= max_batch and max_wait_ms >= 0, got "
-                f"{max_batch}, {max_queue}, {max_wait_ms}"
-            )
+        check_limits(max_batch, max_wait_ms, max_queue, active_window_ms)
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self._group_key = group_key
         self.name = name
+        self._active_window = None if active_window_ms is None else active_window_ms / 1000.0
+        self._last_seen: dict[Hashable, float] = {}  # session -> last submit (monotonic)
         self._queue: collections.deque[_Request[T, R]] = collections.deque()
         self._condition = threading.Condition()
         self._closed = False
@@ -138,7 +145,10 @@ class BatchScheduler(Generic[T, R]):
                 raise BatchRejected(
                     f"the {self.name} queue is full ({self.max_queue} waiting); try again"
                 )
-            self._queue.append(_Request(item, session, group, future, time.monotonic()))
+            now = time.monotonic()
+            self._queue.append(_Request(item, session, group, future, now))
+            if self._active_window is not None and session is not None:
+                self._last_seen[session] = now
             self._condition.notify()
         return future
 
@@ -166,7 +176,8 @@ class BatchScheduler(Generic[T, R]):
             self._run(batch)
 
     def _next_batch(self) -> list[_Request[T, R]] | None:
-        """Wait until a batch is due (full, or its oldest item's wait is up), then take it."""
+        """Wait until a batch is due (see _batch_due, or its oldest item's wait is up), then
+        take it."""
         with self._condition:
             while True:
                 while not self._queue and not self._closed:
@@ -175,16 +186,24 @@ class BatchScheduler(Generic[T, R]):
                     return None  # closed and drained
                 deadline = self._queue[0].enqueued + self.max_wait
                 remaining = deadline - time.monotonic()
-                if self._closed or remaining <= 0 or self._ready_count() >= self.max_batch:
+                if self._closed or remaining <= 0 or self._batch_due():
                     batch = self._take_batch()
                     if batch:
                         return batch
                     continue  # everything at the head was cancelled
                 self._condition.wait(remaining)
 
-    def _ready_count(self) -> int:
-        """How many items the next batch would take (head's group, session order kept)."""
-        return len(self._select(limit=self.max_batch))
+    def _batch_due(self) -> bool:
+        """Whether the next batch should go before its wait is up: it is full, or every
+        active session already has an item queued (none could add one to it)."""
+        if len(self._select(limit=self.max_batch)) >= self.max_batch:
+            return True
+        if self._active_window is None:
+            return False
+        since = time.monotonic() - self._active_window
+        self._last_seen = {s: t for s, t in self._last_seen.items() if t >= since}
+        queued = {request.session for request in self._queue}
+        return all(session in queued for session in self._last_seen)
 
     def _select(self, limit: int) -> list[int]:
         """Queue indices of the next batch: the head's group, first-in first-out; a session
@@ -253,3 +272,95 @@ class BatchScheduler(Generic[T, R]):
             self._counts["items"] += size
             self._counts["failed_batches"] += int(failed)
             self._counts["largest_batch"] = max(self._counts["largest_batch"], size)
+
+
+def check_limits(
+    max_batch: int, max_wait_ms: float, max_queue: int, active_window_ms: float | None = None
+) -> None:
+    """Raise ValueError unless the limits make a working scheduler."""
+    if max_batch < 1 or max_queue < max_batch or max_wait_ms < 0:
+        raise ValueError(
+            f"need max_batch >= 1, max_queue >= max_batch and max_wait_ms >= 0, got "
+            f"{max_batch}, {max_queue}, {max_wait_ms}"
+        )
+    if active_window_ms is not None and active_window_ms <= 0:
+        raise ValueError(f"active_window_ms must be positive or None, got {active_window_ms}")
+
+
+class SchedulerPool:
+    """The batch schedulers of one server: one per engine, all with the same limits.
+
+    `get(key, run_batch, name=...)` makes a key's scheduler on first use (later calls
+    with that key get the same one; their run_batch is not used). `close()` drains and
+    stops them all; `get` then raises BatchRejected. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 4.0,
+        max_queue: int = 256,
+        active_window_ms: float | None = None,
+    ) -> None:
+        check_limits(max_batch, max_wait_ms, max_queue, active_window_ms)
+        self.max_batch = max_batch
+        self.max_wait_ms = max_wait_ms
+        self.max_queue = max_queue
+        self.active_window_ms = active_window_ms
+        self._lock = threading.Lock()
+        self._schedulers: dict[Hashable, BatchScheduler[Any, Any]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"SchedulerPool({len(self._schedulers)} schedulers, max_batch={self.max_batch}, "
+            f"max_wait_ms={self.max_wait_ms:g})"
+        )
+
+    def get(
+        self,
+        key: Hashable,
+        run_batch: Callable[[Sequence[T]], Sequence[R]],
+        *,
+        name: str,
+        group_key: Callable[[T], Hashable] | None = None,
+    ) -> BatchScheduler[T, R]:
+        """The scheduler of `key` (an engine), made with `run_batch` on first use.
+
+        name: shown in logs, thread names and metrics; made unique within the pool.
+        """
+        with self._lock:
+            if self._closed:
+                raise BatchRejected("the batch schedulers are shut down")
+            scheduler = self._schedulers.get(key)
+            if scheduler is None:
+                taken = {s.name for s in self._schedulers.values()}
+                unique = next(
+                    n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if n not in taken
+                )
+                scheduler = BatchScheduler(
+                    run_batch,
+                    max_batch=self.max_batch,
+                    max_wait_ms=self.max_wait_ms,
+                    max_queue=self.max_queue,
+                    group_key=group_key,
+                    name=unique,
+                    active_window_ms=self.active_window_ms,
+                )
+                self._schedulers[key] = scheduler
+            return cast(BatchScheduler[T, R], scheduler)
+
+    def stats(self) -> dict[str, BatchStats]:
+        """Scheduler name -> its counters."""
+        with self._lock:
+            schedulers = list(self._schedulers.values())
+        return {scheduler.name: scheduler.stats for scheduler in schedulers}
+
+    def close(self) -> None:
+        """Finish every queued item and stop every scheduler thread."""
+        with self._lock:
+            self._closed = True
+            schedulers = list(self._schedulers.values())
+        for scheduler in schedulers:
+            scheduler.close()

@@ -11,12 +11,11 @@ from fastapi import FastAPI
 
 from stream.errors import install_error_handlers
 from stream.metrics import Metrics
-from stream.models import SharedModels
+from stream.models import serving_models
 from stream.security import SecurityMiddleware
 from stream.services import Services, effect_resources
 from stream.sessions import SessionManager
 from stream.settings import Settings
-from stream.worker import ModelWorker
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +36,7 @@ def build_services(settings: Settings) -> Services:
     from stream.jobs import JobManager
 
     device = settings.resolved_device()
-    worker = ModelWorker(device)
-    models = SharedModels(settings, device)
+    worker, models = serving_models(settings, device)
     metrics = Metrics()
     faces = FaceStore(settings.data_dir / "faces")
     resources = effect_resources(settings, device, faces)
@@ -46,7 +44,7 @@ def build_services(settings: Settings) -> Services:
         worker,
         models,
         metrics,
-        resources,
+        models.session_resources(resources),
         settings.max_sessions,
         settings.max_sessions_per_client,
         connect_timeout_s=settings.session_connect_timeout_s,

@@ -130,7 +130,7 @@ class ProcessedVideoTrack(MediaStreamTrack):
             self.stop()
             raise
         try:
-            out = await self._worker.run(process_frame, self.pipeline, frame)
+            out = await self._worker.run_for(self.pipeline, process_frame, self.pipeline, frame)
         except Exception:
             # A failing effect must not end the call: pass the frame through and count it.
             self._metrics.errors.labels(kind="pipeline").inc()

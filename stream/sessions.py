@@ -253,7 +253,7 @@ class SessionManager:
         """Switch a live session's effect; its face tracks are kept."""
         session = self.get(session_id)
         spec, effect = await self.build_effect(choice)
-        await self._worker.run(session.pipeline.set_effect, spec, effect)
+        await self._worker.run_for(session.pipeline, session.pipeline.set_effect, spec, effect)
         session.effect = choice
         self._audit_event("session.effect", session)
         logger.info("session %s now uses effect %s", session_id, choice.name)
@@ -309,7 +309,7 @@ class SessionManager:
         if session.track is not None:
             session.track.stop()
         await close_peer(session.pc)
-        await self._worker.run(session.pipeline.close)
+        await self._worker.run_for(session.pipeline, session.pipeline.close)
         session.closed.set()
 
     async def close_all(self) -> None:

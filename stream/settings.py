@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         default=20.0, ge=0.5, le=600, description="a peer not connected by then is dropped"
     )
 
+    # Cross-session batching (stream/models.py): the live sessions' detector and swap-model
+    # calls share engine calls. auto: on for CUDA (one engine call for many sessions), off on
+    # a CPU (nothing to gain from batching there; each session's frame runs in one thread).
+    batch_sessions: Literal["auto", "on", "off"] = "auto"
+    batch_max_wait_ms: float = Field(
+        default=4.0, ge=0.0, le=100.0, description="longest a request waits for its batch to fill"
+    )
+    batch_max_size: int = Field(default=16, ge=1, le=256, description="most requests in one call")
+
     # Conversion jobs (stream/jobs.py) and WHIP/WHEP (stream/routes/whip.py)
     job_max_pending: int = Field(default=4, ge=1, le=1000, description="waiting jobs; more: 429")
     job_retention_s: float = Field(default=3600.0, gt=0, description="finished jobs kept, seconds")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from engines.batching import SchedulerPool
 from engines.errors import InvalidParams
 from engines.types import Face
 
@@ -135,6 +136,8 @@ class EffectResources:
     model_path: a model file given explicitly (`--model`), overriding the default.
     backend: the compile backend asked for at start ("auto", "eager", "inductor", "tensorrt");
         effects with their own networks compile them with it on a GPU.
+    batching: the server's cross-session batch schedulers (live sessions, when batching is
+        on); effects with their own networks send their model calls through them.
     """
 
     weights_dir: Path = Path("weights")
@@ -142,6 +145,7 @@ class EffectResources:
     source_faces: Mapping[str, np.ndarray] = field(default_factory=dict)
     model_path: Path | None = None
     backend: str = "auto"
+    batching: SchedulerPool | None = None
 
 
 class Effect(abc.ABC):

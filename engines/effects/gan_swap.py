@@ -5,14 +5,20 @@ model (a face and an attention mask), colour-matched to the original, and warped
 back into the frame through the mask times a feathered border. All faces of a
 frame go through the model as one batch. The model comes from `--model`
 (resources.model_path) or is the newest weights/faceswap/*/model.pt.
+
+With cross-session batching (resources.batching, the live server's schedulers), the
+model call goes through one shared scheduler per model and direction: the faces of
+several sessions' frames become one call of the network, in the scheduler's thread.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -24,12 +30,13 @@ from engines.alignment import (
     paste_back,
     warp_to_crop,
 )
+from engines.batching import BatchScheduler
 from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
 from engines.errors import EffectUnavailable, ModelLoadError
 from engines.types import Face
 
 if TYPE_CHECKING:
-    from engines.faceswap_gan.inference import FaceSwapper
+    from engines.faceswap_gan.inference import FaceSwapper, SwapResult
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +84,89 @@ def colour_match(generated: np.ndarray, original: np.ndarray, weight: np.ndarray
     return np.clip((gen - gen_mean) * ratio + ref_mean + 0.5, 0, 255).astype(np.uint8)
 
 
+class SwapModel(Protocol):
+    """What the effect uses of a FaceSwapper: aligned crops (N, S, S, 3) uint8 RGB ->
+    SwapResult (faces (N, S, S, 3) uint8 RGB, masks (N, S, S) float32)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def padding(self) -> float: ...
+
+    def __call__(self, crops: np.ndarray) -> SwapResult: ...
+
+
+def run_swaps(swapper: SwapModel, batches: Sequence[np.ndarray]) -> list[SwapResult]:
+    """One network call for the crops of several frames ((N_i, S, S, 3) uint8 RGB each);
+    returns each frame's part of the result, in order."""
+    from engines.faceswap_gan.inference import SwapResult
+
+    result = swapper(np.concatenate(batches))
+    bounds = np.cumsum([0, *(len(batch) for batch in batches)])
+    return [
+        SwapResult(rgb=result.rgb[start:stop], mask=result.mask[start:stop])
+        for start, stop in itertools.pairwise(bounds)
+    ]
+
+
+class BatchedSwapper:
+    """A FaceSwapper whose calls are batched with other sessions' by `scheduler`
+    (which runs run_swaps on the real swapper in its own thread).
+
+    session: who asks (one per effect instance): its calls keep their order. Blocks
+    until the result is there; raises what the call raised on its own, or
+    BatchRejected when the scheduler is full or shut down.
+    """
+
+    def __init__(
+        self,
+        swapper: FaceSwapper,
+        scheduler: BatchScheduler[np.ndarray, SwapResult],
+        session: Hashable | None = None,
+    ) -> None:
+        self.swapper = swapper
+        self.scheduler = scheduler
+        self.session = session
+
+    @property
+    def size(self) -> int:
+        return self.swapper.size
+
+    @property
+    def padding(self) -> float:
+        return self.swapper.padding
+
+    @property
+    def direction(self) -> str:
+        return self.swapper.direction
+
+    def __call__(self, crops: np.ndarray) -> SwapResult:
+        if len(crops) == 0:
+            return self.swapper(crops)  # nothing for the network
+        return self.scheduler.submit(crops, session=self.session).result()
+
+
+_effect_ids = itertools.count()
+
+
+def batched(swapper: FaceSwapper, resources: EffectResources) -> SwapModel:
+    """`swapper`, or with resources.batching a BatchedSwapper on the shared scheduler of
+    that swapper (one per model file, device and direction)."""
+    if resources.batching is None:
+        return swapper
+    scheduler: BatchScheduler[np.ndarray, SwapResult] = resources.batching.get(
+        swapper, functools.partial(run_swaps, swapper), name=f"gan_swap.{swapper.direction}"
+    )
+    return BatchedSwapper(swapper, scheduler, session=f"gan_swap-{next(_effect_ids)}")
+
+
 class GanSwapEffect(Effect):
     """Replaces each face with the model's drawing of the other identity."""
 
     name = "gan_swap"
 
-    def __init__(self, swapper: FaceSwapper, colour: bool, feather: float) -> None:
+    def __init__(self, swapper: SwapModel, colour: bool, feather: float) -> None:
         self.swapper = swapper
         self.colour = colour
         size = swapper.size
@@ -154,7 +238,8 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
     logger.info(
         "gan_swap: %s, %s, size %d on %s", path, params["direction"], swapper.size, resources.device
     )
-    return GanSwapEffect(swapper, colour=params["color_match"], feather=params["feather"])
+    model = batched(swapper, resources)
+    return GanSwapEffect(model, colour=params["color_match"], feather=params["feather"])
 
 
 SPECS = (

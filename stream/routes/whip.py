@@ -151,8 +151,8 @@ async def _key_background(
 ) -> None:
     """Swap the new session's effect for the same effect with a key-colour background."""
     spec, inner = await services.sessions.build_effect(choice)
-    await services.worker.run(
-        session.pipeline.set_effect, keyed_spec(spec), KeyedBackground(inner, key)
+    await services.worker.run_for(
+        session.pipeline, session.pipeline.set_effect, keyed_spec(spec), KeyedBackground(inner, key)
     )
 
 
