@@ -75,3 +75,35 @@ def test_page_reports_refused_camera(tmp_path: Path) -> None:
         page.wait_for_selector("#error:not([hidden])", timeout=20_000)
         message = page.locator("#error").inner_text()
         assert "camera" in message.lower()
+
+
+def test_page_with_a_token_streams_and_keeps_the_token_out_of_urls(tmp_path: Path) -> None:
+    """On a server that requires tokens, `/?token=` works once: the offer and the effect
+    list carry it as a Bearer header only, and it leaves the address bar."""
+    token = "webcam-page-test-token-0123456789"
+    portrait = load_rgb(portrait_path("angelina_jolie"), 640)
+    clip = make_clip(portrait, linear_path(30, (250, 240), (390, 240)), portrait_height=320)
+    camera = tmp_path / "camera.y4m"
+    write_y4m(str(camera), clip.frames, fps=30)
+    settings = Settings(data_dir=tmp_path, require_auth=True, api_tokens=[token], warm_up=False)
+    with running_server(settings) as server, chromium(camera) as browser:
+        page = browser.new_page()
+        sent: list[tuple[str, str | None, str | None]] = []
+        page.on(
+            "request",
+            lambda r: sent.append(
+                (r.url, r.headers.get("authorization"), r.headers.get("referer"))
+            ),
+        )
+        page.goto(f"{server.url}/?effect=sketch&token={token}")
+        page.wait_for_function("document.querySelectorAll('#effect option').length > 3")
+        assert "token" not in page.url and "effect=sketch" in page.url
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('remote').currentTime > 0.3", timeout=60_000
+        )
+        offers = [s for s in sent if s[0].endswith("/offer")]
+        assert offers and all(auth == f"Bearer {token}" for _, auth, _ in offers)
+        after_load = sent[1:]  # the first is the page itself, opened with ?token=
+        assert not any(token in url or token in (ref or "") for url, _, ref in after_load)
+        page.click("#stop")

@@ -4,6 +4,14 @@
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token") || localStorage.getItem("facestream-token") || "";
 if (token) localStorage.setItem("facestream-token", token);
+{ // the token leaves the address bar (history, bookmarks, any later Referer); ?effect= stays
+  const query = new URLSearchParams(location.search);
+  if (query.has("token")) {
+    query.delete("token");
+    const rest = query.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+  }
+}
 
 const state = { effects: [], pc: null, channel: null, stream: null, sessionId: null, params: {} };
 
