@@ -25,7 +25,7 @@ VIDEO_FRAMES = (0, 52, 104)
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(min_face_size=20)
+    return FaceDetector(min_face_size=20, resample="exact")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,33 @@ def test_finds_what_the_reference_finds(
     assert not (ours.scores[extra] > 0.95).any(), f"extra faces scored {ours.scores[extra]}"
 
 
+def test_fast_resampling_finds_the_references_faces(
+    shared_data: Path, frames_720p: dict[int, np.ndarray], detector: FaceDetector
+) -> None:
+    """Host (OpenCV) resampling finds every confident face the exact pyramid finds;
+    only borderline ones (score < 0.9 there) may come and go."""
+    fast = FaceDetector(min_face_size=20, resample="fast")
+    assert FaceDetector(min_face_size=20).resample == "fast", "the default on a CPU"
+    matched, scores = [], []
+    for case in ["multiface", *PORTRAITS, *(f"video{i}" for i in VIDEO_FRAMES)]:
+        image = _case_image(case, shared_data, frames_720p)
+        want, got = detector.detect([image])[0], fast.detect([image])[0]
+        overlap = iou_matrix(want.boxes, got.boxes) if len(got) else np.zeros((len(want), 1))
+        matched += list(overlap.max(axis=1))
+        scores += list(want.scores)
+    found, confident = np.array(matched) >= 0.5, np.array(scores) >= 0.9
+    assert found[confident].all(), f"confident faces matched at {np.round(matched, 2)}"
+    assert found.mean() >= 0.9
+    assert np.array(matched)[found].mean() >= 0.85, "boxes agree"
+
+
+def test_fast_resampling_is_for_cpus_only() -> None:
+    with pytest.raises(ValueError, match="CPU"):
+        FaceDetector(device="cuda", resample="fast")
+    with pytest.raises(ValueError, match="resample"):
+        FaceDetector(resample="bilinear")
+
+
 def test_results_follow_the_contract(shared_data: Path, detector: FaceDetector) -> None:
     image = load_rgb(shared_data / "multiface.jpg")
     blank = np.full((240, 320, 3), 128, np.uint8)
@@ -112,7 +139,7 @@ def test_batches_of_mixed_sizes_and_tensors_give_the_same_faces(
 
 def test_static_shapes_change_nothing(shared_data: Path, detector: FaceDetector) -> None:
     image = load_rgb(shared_data / "multiface.jpg", max_side=600)
-    padded = FaceDetector(min_face_size=20, static_shapes=True)
+    padded = FaceDetector(min_face_size=20, static_shapes=True, resample="exact")
     np.testing.assert_allclose(
         padded.detect([image])[0].boxes, detector.detect([image])[0].boxes, atol=1e-3
     )
@@ -133,7 +160,7 @@ class _ShapeRecorder(torch.nn.Module):
 
 def test_a_replaced_pnet_sees_one_strip_shape(multiface: tuple[np.ndarray, Detections]) -> None:
     image, want = multiface
-    compiled_like = FaceDetector(min_face_size=20)
+    compiled_like = FaceDetector(min_face_size=20, resample="exact")
     compiled_like.pnet_strip_rows = 64
     recorder = _ShapeRecorder(compiled_like.pnet)
     compiled_like.pnet = recorder  # type: ignore[assignment]

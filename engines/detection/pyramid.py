@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 
 from engines.detection.layout import PyramidLayout
@@ -57,6 +59,31 @@ def build_canvas(prefix: torch.Tensor, layout: PyramidLayout) -> torch.Tensor:
         if slot.width > level.width:
             target[:, :, :, level.width :] = target[:, :, :, level.width - 1 : level.width]
     return canvas
+
+
+def host_canvas(images: list[np.ndarray], layout: PyramidLayout) -> torch.Tensor:
+    """build_canvas for host images with OpenCV: (B, 3, CH, CW) float32 channels-last.
+
+    images: HxWx3 uint8 RGB, all of the layout's size. The first level is an
+    INTER_AREA resize of the image, every smaller level one of the first (fractional
+    pixel weights, so pixels differ from the reference's by rounding-level amounts;
+    about twenty times cheaper on a CPU). Odd slots repeat the last row/column.
+    """
+    canvas = np.zeros((len(images), layout.canvas_height, layout.canvas_width, 3), np.uint8)
+    for index, image in enumerate(images):
+        first = None
+        for level in layout.levels:
+            source = image if first is None else first
+            resized = cv2.resize(source, (level.width, level.height), interpolation=cv2.INTER_AREA)
+            first = resized if first is None else first
+            slot = level.slot
+            target = canvas[
+                index, slot.top : slot.top + slot.height, slot.left : slot.left + slot.width
+            ]
+            target[: level.height, : level.width] = resized
+            target[level.height :, : level.width] = resized[-1:]
+            target[:, level.width :] = target[:, level.width - 1 : level.width]
+    return torch.from_numpy(canvas).permute(0, 3, 1, 2).float()
 
 
 def area_resize(prefix: torch.Tensor, height: int, width: int) -> torch.Tensor:
