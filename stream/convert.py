@@ -1,10 +1,11 @@
 """Offline video conversion: every frame of a file through the effect pipeline.
 
 Unlike a live session nothing is dropped: frames are processed in order, one by one,
-by the same :class:`EffectPipeline` the webcam filter uses. Three threads overlap the
-work: a reader (demux + decode + RGB), the calling thread (the pipeline; it owns the
-models, like a device worker), and a writer (H.264 encode + mux). Queues between them
-are bounded. The audio stream is copied packet for packet, video timestamps are kept,
+by the same :class:`EffectPipeline` the webcam filter uses. Four threads overlap the
+work: a reader (demux + decode + RGB), a face thread (detection and tracking of the
+next frames: EffectPipeline.begin), the calling thread (landmarks, effect, label:
+EffectPipeline.finish), and a writer (H.264 encode + mux). Each model is used by one
+thread only. Queues between them are bounded. The audio stream is copied packet for packet, video timestamps are kept,
 and the result is written to ``OUTPUT.part-XXXX`` next to OUTPUT and renamed at the end,
 so an interrupted run leaves no half file.
 """
@@ -16,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Any
 
 from engines.effects.base import EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
-from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
+from stream.convert_io import Ahead, FrameReader, FrameWriter, OutputSpec, Pump
 from stream.media_probe import MediaInfo, MediaLimits, check, describe, open_input, probe
 from stream.models import SharedModels
-from stream.pipeline import EffectPipeline, TimingObserver
+from stream.pipeline import EffectPipeline, FrameContext, TimingObserver
 from stream.provenance import (
     SIDECAR_SUFFIX,
     ProvenanceInfo,
@@ -176,6 +177,7 @@ def convert_file(
     job_id: str | None = None,
     source_name: str | None = None,
     observe: TimingObserver | None = None,
+    overlap: bool = True,
 ) -> ConvertResult:
     """Convert INPUT to OUTPUT with one effect; every frame processed, audio copied.
 
@@ -185,6 +187,9 @@ def convert_file(
     (stream.provenance: metadata tags, a `.provenance.json` sidecar, C2PA when
     configured); job_id and source_name (default: INPUT's name) go into it.
     observe: per-stage timings (stage name, seconds), e.g. for benchmarks.
+    overlap: find the faces of the next frames in a thread of their own while the
+    current frame gets its effect (EffectPipeline.begin / finish); False runs every
+    stage in the calling thread.
     Raises MediaRejected (bad input), UnknownEffect / InvalidParams /
     EffectUnavailable (bad effect), ValueError (bad output name), ConvertCancelled
     (`cancel` set), ProvenanceError, or an av error from FFmpeg.
@@ -209,6 +214,7 @@ def convert_file(
             limits=limits,
             cancel=cancel,
             output_format_name=fmt,
+            overlap=overlap,
         )
     finally:
         pipeline.close()
@@ -245,6 +251,7 @@ def convert_with_pipeline(
     limits: MediaLimits | None = None,
     cancel: threading.Event | None = None,
     output_format_name: str | None = None,
+    overlap: bool = True,
 ) -> ConvertResult:
     """The conversion loop with a ready pipeline (see convert_file); does not close it."""
     output = Path(output)
@@ -259,7 +266,7 @@ def convert_with_pipeline(
         try:
             tags = provenance_tags(provenance)
             frames, audio_packets = _run(
-                container, info, temp, fmt, pipeline, tags, progress, encode, cancel
+                container, info, temp, fmt, pipeline, tags, progress, encode, cancel, overlap
             )
             os.replace(temp, output)
         except BaseException:
@@ -312,8 +319,10 @@ def _run(
     progress: ProgressCallback | None,
     encode: EncodeOptions | None,
     cancel: threading.Event | None,
+    overlap: bool,
 ) -> tuple[int, int]:
-    """Reader -> pipeline (this thread) -> writer; returns (video frames, audio packets)."""
+    """Reader -> faces (a thread of their own when `overlap`) -> the rest of the pipeline
+    (this thread) -> writer; returns (video frames, audio packets)."""
     encode = encode or EncodeOptions()
     stop = threading.Event()
     reader = FrameReader(container, stop)
@@ -335,11 +344,16 @@ def _run(
     pump = Pump(reader, writer, stop)
     started = time.perf_counter()
     done = 0
+    frames: Iterable[FrameContext] = (
+        Ahead(pump.frames(), pipeline.begin, name="convert-faces")
+        if overlap
+        else (pipeline.begin(rgb) for rgb in pump.frames())
+    )
     try:
-        for rgb in pump.frames():
+        for ctx in frames:
             if cancel is not None and cancel.is_set():
                 raise ConvertCancelled("the conversion was cancelled")
-            pump.send(pipeline.process(rgb).image)
+            pump.send(pipeline.finish(ctx).image)
             done += 1
             if progress is not None:
                 progress(
@@ -348,4 +362,6 @@ def _run(
         pump.finish()
     finally:
         pump.close()
+        if isinstance(frames, Ahead):
+            frames.close()
     return done, writer.audio_packets

@@ -130,16 +130,38 @@ class EffectPipeline:
 
     def process(self, image: np.ndarray) -> FrameContext:
         """Run every stage on one HxWx3 uint8 RGB frame; returns the finished context."""
+        return self.finish(self.begin(image))
+
+    def begin(self, image: np.ndarray) -> FrameContext:
+        """The first part of `process`: the face stage (when the effect needs one).
+
+        `begin` and `finish` let two threads overlap consecutive frames (a file
+        conversion finds the faces of frame N + 1 while frame N gets its effect):
+        each must be called for every frame, in order, from one thread each, and
+        `set_effect` only while no frame is between them.
+        """
         ctx = FrameContext(image=np.ascontiguousarray(image), index=self._frame_index)
         self._frame_index += 1
-        for stage in self._stages:
+        self._run(self._stages[: self._front_count()], ctx)
+        return ctx
+
+    def finish(self, ctx: FrameContext) -> FrameContext:
+        """The rest of `process` for a context from `begin`: landmarks, effect, label."""
+        self._run(self._stages[self._front_count() :], ctx)
+        return ctx
+
+    def _front_count(self) -> int:
+        face = self._built.get("face")
+        return 1 if face is not None and self._stages and self._stages[0] is face else 0
+
+    def _run(self, stages: Sequence[Stage], ctx: FrameContext) -> None:
+        for stage in stages:
             started = time.perf_counter()
             stage.process(ctx)
             elapsed = time.perf_counter() - started
             ctx.timings[stage.name] = elapsed
             if self._observe is not None:
                 self._observe(stage.name, elapsed)
-        return ctx
 
     def reset(self) -> None:
         for stage in self._built.values():
