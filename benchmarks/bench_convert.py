@@ -29,8 +29,10 @@ import av
 
 from benchmarks.common import OUT_DIR, SHARED_DATA, machine
 from engines.effects.base import EffectResources
+from engines.effects.registry import get_effect_spec
 from stream.cli import quiet_openmp
 from stream.convert import EncodeOptions, build_pipeline, convert_file
+from stream.face_process import FaceProcess
 from stream.models import SharedModels
 from stream.settings import Settings
 
@@ -46,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--preset", default=EncodeOptions.preset, help="x264 preset")
     parser.add_argument("--crf", type=int, default=EncodeOptions.crf)
+    parser.add_argument(
+        "--face-process",
+        choices=("both", "on", "off"),
+        default="both",
+        help="face stage in a child process (on), in the pipeline thread (off), or both rows",
+    )
 
 
 def cut_720p(source: Path = VIDEO, folder: Path = CUT_DIR) -> Path:
@@ -88,7 +96,12 @@ def warm_up(source: Path, effect: str, settings: Settings, models: SharedModels)
 
 
 def convert_once(
-    source: Path, effect: str, settings: Settings, models: SharedModels, encode: EncodeOptions
+    source: Path,
+    effect: str,
+    settings: Settings,
+    models: SharedModels,
+    encode: EncodeOptions,
+    faces: FaceProcess | None = None,
 ) -> dict[str, Any]:
     stages: dict[str, float] = defaultdict(float)
 
@@ -96,6 +109,7 @@ def convert_once(
         stages[stage] += seconds
 
     with tempfile.TemporaryDirectory() as folder:
+        child_cpu = faces.cpu_seconds() if faces is not None else None
         cpu = time.process_time()
         result = convert_file(
             source,
@@ -107,8 +121,11 @@ def convert_once(
             encode=encode,
             models=models,
             observe=observe,
+            faces=faces,
         )
         cpu = time.process_time() - cpu
+        if faces is not None and child_cpu is not None:
+            cpu += (faces.cpu_seconds() or child_cpu) - child_cpu
     per_frame = {k: 1000 * v / result.frames for k, v in stages.items()}
     return {
         "omp_wait": os.environ.get("OMP_WAIT_POLICY", "default"),
@@ -135,17 +152,47 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     effects = [e for e in args.effects.split(",") if e]
     if "none" not in effects:
         effects.insert(0, "none")
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.face_process]
+    faces = FaceProcess(settings) if True in modes else None
     rows: list[dict[str, Any]] = []
-    for label in args.inputs.split(","):
-        source = inputs[label]
-        for effect in effects:  # model loading and first calls stay out of the figures
-            warm_up(source, effect, settings, models)
-        reference = None
-        for effect in effects:
+    try:
+        for label in args.inputs.split(","):
+            rows += _input_rows(
+                label, inputs[label], effects, modes, settings, models, encode, faces
+            )
+    finally:
+        if faces is not None:
+            faces.close()
+    return rows
+
+
+def _input_rows(
+    label: str,
+    source: Path,
+    effects: list[str],
+    modes: tuple[bool, ...],
+    settings: Settings,
+    models: SharedModels,
+    encode: EncodeOptions,
+    faces: FaceProcess | None,
+) -> list[dict[str, Any]]:
+    for effect in effects:  # model loading and first calls stay out of the figures
+        warm_up(source, effect, settings, models)
+    if faces is not None:
+        stream = faces.track(source)
+        next(stream)
+        stream.close()
+    rows: list[dict[str, Any]] = []
+    reference = None
+    for effect in effects:
+        for in_process in modes if get_effect_spec(effect).needs_faces else (False,):
             row = {
                 "input": label,
                 "effect": effect,
-                **convert_once(source, effect, settings, models, encode),
+                "faces_in": "child process" if in_process else "pipeline thread",
+                **convert_once(
+                    source, effect, settings, models, encode, faces if in_process else None
+                ),
             }
             reference = reference or row["wall_s"]
             row["vs_none"] = row["wall_s"] / reference

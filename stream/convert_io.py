@@ -14,11 +14,11 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import av
 import cv2
@@ -29,9 +29,6 @@ logger = logging.getLogger(__name__)
 QUEUE_FRAMES = 6
 _POLL_S = 0.1
 _END = ("end", None, None)
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class _Stopped(Exception):
@@ -300,50 +297,3 @@ class Pump:
         self._stop.set()
         self._reader.thread.join(timeout=5)
         self._writer.thread.join(timeout=30)
-
-
-class Ahead(Generic[T, R]):
-    """`work(item)` for each item of `source`, in its own thread, up to `depth` ahead.
-
-    Iterating yields the results in source order; an exception raised by `source` or
-    `work` is raised there instead. Used by a conversion to find the faces of the next
-    frames while the current one gets its effect. close() stops the thread.
-    """
-
-    def __init__(
-        self, source: Iterator[T], work: Callable[[T], R], depth: int = 2, name: str = "ahead"
-    ) -> None:
-        self._source = source
-        self._work = work
-        self._stop = threading.Event()
-        self._results: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self.thread = threading.Thread(target=self._run, name=f"facestream-{name}", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for item in self._source:
-                _put(self._results, ("item", self._work(item)), self._stop)
-            _put(self._results, _END[:2], self._stop)
-        except _Stopped:
-            pass
-        except BaseException as error:
-            logger.debug("%s failed", self.thread.name, exc_info=True)
-            with contextlib.suppress(_Stopped):
-                _put(self._results, ("error", error), self._stop)
-
-    def __iter__(self) -> Iterator[R]:
-        while True:
-            try:
-                kind, payload = _get(self._results, self._stop, self.thread)
-            except _Stopped:
-                raise RuntimeError(f"{self.thread.name} stopped unexpectedly") from None
-            if kind == "end":
-                return
-            if kind == "error":
-                raise payload
-            yield payload
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=30)

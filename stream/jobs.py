@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engines.effects.base import EffectResources
+from engines.effects.registry import get_effect_spec
 from engines.errors import EngineError
 from stream.audit import AuditLog
 from stream.convert import ConvertCancelled, ConvertProgress, EncodeOptions, convert_file
+from stream.face_process import FaceProcess
+from stream.face_process import wanted as face_process_wanted
 from stream.media_probe import MediaRejected
 from stream.models import SharedModels
 from stream.settings import Settings
@@ -133,6 +136,7 @@ class JobManager:
         self.retention_s = retention_s
         self._encode = encode or EncodeOptions()
         self._models = SharedModels(settings, resources.device)
+        self._faces: FaceProcess | None = None  # started by the first job that needs faces
         self._jobs: dict[str, Job] = {}
         self._audit = AuditLog.for_data_dir(settings.data_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -155,6 +159,9 @@ class JobManager:
         for job in self._jobs.values():
             job.cancel.set()
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        if self._faces is not None:
+            await asyncio.to_thread(self._faces.close)
+            self._faces = None
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -281,6 +288,7 @@ class JobManager:
                 encode=self._encode,
                 models=self._models,
                 cancel=job.cancel,
+                faces=self._face_process(job.effect),
                 job_id=job.id,
                 source_name=job.filename,
             )
@@ -294,6 +302,21 @@ class JobManager:
             self._finish(job, "failed", self._public(job, message))
         else:
             self._finish(job, "done", None)
+
+    def _face_process(self, effect: str) -> FaceProcess | None:
+        """The runner's face process for an effect with faces on a CPU (restarted if it
+        died), else None. Runner thread only."""
+        spec = get_effect_spec(effect)
+        if not (spec.needs_faces or spec.needs_landmarks68):
+            return None
+        if not face_process_wanted(self.settings, self.resources.device):
+            return None
+        if self._faces is not None and not self._faces.alive:
+            self._faces.close()
+            self._faces = None
+        if self._faces is None:
+            self._faces = FaceProcess(self.settings)
+        return self._faces
 
     @staticmethod
     def _public(job: Job, message: str) -> str:

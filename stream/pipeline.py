@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,24 @@ class EffectStage:
 
     def process(self, ctx: FrameContext) -> None:
         ctx.image = self.effect.apply(ctx.image, ctx.faces)
+
+    def reset(self) -> None:
+        pass
+
+
+class GivenFaces:
+    """Stands in for the face stage with faces found elsewhere: the next list of `found`."""
+
+    name = "faces"
+
+    def __init__(self, found: Iterator[list[Face]]) -> None:
+        self.found = found
+
+    def process(self, ctx: FrameContext) -> None:
+        try:
+            ctx.faces = next(self.found)
+        except StopIteration:
+            raise RuntimeError(f"no faces were found for frame {ctx.index}") from None
 
     def reset(self) -> None:
         pass
@@ -132,18 +150,24 @@ class EffectPipeline:
         """Run every stage on one HxWx3 uint8 RGB frame; returns the finished context."""
         return self.finish(self.begin(image))
 
-    def begin(self, image: np.ndarray) -> FrameContext:
+    def begin(self, image: np.ndarray, found: Iterator[list[Face]] | None = None) -> FrameContext:
         """The first part of `process`: the face stage (when the effect needs one).
 
-        `begin` and `finish` let two threads overlap consecutive frames (a file
-        conversion finds the faces of frame N + 1 while frame N gets its effect):
-        each must be called for every frame, in order, from one thread each, and
-        `set_effect` only while no frame is between them.
+        found: the faces of this and the following frames, found elsewhere (a
+        conversion's stream.face_process); one list is taken from it instead of
+        running the face stage. `begin` and `finish` must each be called for every
+        frame, in order; `set_effect` only while no frame is between them.
         """
         ctx = FrameContext(image=np.ascontiguousarray(image), index=self._frame_index)
         self._frame_index += 1
-        self._run(self._stages[: self._front_count()], ctx)
+        front = self._stages[: self._front_count()]
+        self._run(front if found is None or not front else [GivenFaces(found)], ctx)
         return ctx
+
+    @property
+    def needs_faces(self) -> bool:
+        """Whether the current effect runs the face stage."""
+        return self._front_count() > 0
 
     def finish(self, ctx: FrameContext) -> FrameContext:
         """The rest of `process` for a context from `begin`: landmarks, effect, label."""

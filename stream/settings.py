@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(default=16, ge=1, le=256, description="most requests in one call")
 
+    # File conversions on a CPU run the face stage in a child process (stream/face_process.py)
+    # so that a second core is used. auto: on when the device is a CPU.
+    face_process: Literal["auto", "on", "off"] = "auto"
+
     # Conversion jobs (stream/jobs.py) and WHIP/WHEP (stream/routes/whip.py)
     job_max_pending: int = Field(default=4, ge=1, le=1000, description="waiting jobs; more: 429")
     job_retention_s: float = Field(default=3600.0, gt=0, description="finished jobs kept, seconds")
