@@ -98,6 +98,11 @@ class FaceProcess:
         try:
             self.wait_ready()
             self._conn.send(("track", str(path)))
+        except (OSError, ValueError) as error:
+            self._lock.release()
+            raise FaceProcessError(
+                f"the face process ended unexpectedly (exit code {self._process.exitcode})"
+            ) from error
         except BaseException:
             self._lock.release()
             raise
