@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.detection import FaceDetector
 from engines.types import Detections, Face
+from stream.batched_detector import Detector
 from stream.pipeline import FrameContext
 from tracking import FaceTracker, Track, TrackState
 from tracking.association import iou_matrix
@@ -41,7 +41,8 @@ class FaceStageStats:
 class FaceStage:
     """Detection + tracking for one session or file.
 
-    detector: the shared FaceDetector of the worker's device.
+    detector: the worker's face detector (an engines.detection.FaceDetector, or a
+        BatchedDetector when sessions share batched calls).
     detect_every: run the full detector every N frames (1 = every frame).
     smoothing: tracker smoothing, 0 = raw boxes, 1 = heaviest.
     follow: follow tracks between full detections by region refinement; when
@@ -53,7 +54,7 @@ class FaceStage:
 
     def __init__(
         self,
-        detector: FaceDetector,
+        detector: Detector,
         detect_every: int = 5,
         smoothing: float = 0.5,
         follow: bool = True,

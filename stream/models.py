@@ -16,7 +16,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from engines.batching import SchedulerPool
 from engines.effects.base import EffectResources
@@ -171,8 +171,7 @@ class SharedModels:
             # Each face stage is its own session for the scheduler (order, early dispatch).
             detector = detector.for_session(f"faces-{next(self._sessions)}")
         return FaceStage(
-            # FaceStage uses only the Detector surface (detect, detect_in_regions, min_face_size).
-            cast("FaceDetector", detector),
+            detector,
             detect_every=self.settings.detect_every,
             smoothing=self.settings.smoothing,
         )
