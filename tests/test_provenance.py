@@ -15,7 +15,6 @@ from stream.provenance import (
     ProvenanceError,
     ProvenanceInfo,
     mark_file,
-    provenance_tags,
     read_c2pa,
     read_tags,
 )
@@ -63,21 +62,6 @@ def test_tags_and_sidecar_without_a_certificate(
     assert len(read_frames(path)) == len(frames)
     with av.open(str(path)) as container:
         assert len(container.streams.audio) == 1
-
-
-def test_tags_written_at_mux_time_need_no_remux(tmp_path: Path) -> None:
-    path = write_clip(tmp_path / "out.mp4", _frames())
-    with av.open(str(path)) as source, av.open(str(tmp_path / "tagged.mp4"), "w") as target:
-        target.metadata.update(provenance_tags(SWAP))
-        stream = target.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                target.mux(packet)
-    tagged = tmp_path / "tagged.mp4"
-    before = tagged.stat().st_mtime_ns
-    mark_file(tagged, SWAP, Settings(data_dir=tmp_path))
-    assert tagged.stat().st_mtime_ns == before  # untouched: the tags were already there
 
 
 @pytest.mark.parametrize("info", [SWAP, CARTOON])
