@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from engines.errors import InvalidImage
 
-Padding = Literal["zeros", "border", "reflection"]
+Padding = Literal["zeros", "border", "reflection", "reflect101"]
 Roi = tuple[int, int, int, int]
 
 # sRGB (D65) -> XYZ and the D65 white point, as OpenCV uses them for RGB <-> Lab.
@@ -104,24 +104,26 @@ def invert_affine(matrices: torch.Tensor) -> torch.Tensor:
     return torch.stack([row0, row1], dim=1)
 
 
-def _to_normalised(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+def _half_extent(height: int, width: int, corners: bool) -> tuple[float, float, float]:
+    """(sx, sy, shift): pixel x = (x_n + 1) * sx - shift (y likewise) for grid_sample's
+    x_n in [-1, 1]; with `corners` (align_corners=True) +-1 are the corner pixels' centres,
+    else the image's outer edges."""
+    if corners:
+        return max(width - 1, 1) / 2.0, max(height - 1, 1) / 2.0, 0.0
+    return width / 2.0, height / 2.0, 0.5
+
+
+def _to_normalised(height: int, width: int, like: torch.Tensor, corners: bool) -> torch.Tensor:
     """(3, 3): pixel coordinates (centres at integers) -> grid_sample's [-1, 1]."""
-    rows = [
-        [2.0 / width, 0.0, 1.0 / width - 1.0],
-        [0.0, 2.0 / height, 1.0 / height - 1.0],
-        [0.0, 0.0, 1.0],
-    ]
+    sx, sy, shift = _half_extent(height, width, corners)
+    rows = [[1.0 / sx, 0.0, shift / sx - 1.0], [0.0, 1.0 / sy, shift / sy - 1.0], [0, 0, 1.0]]
     return _const(rows, like)
 
 
-def _to_pixels(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-    """(3, 3): grid_sample's [-1, 1] -> pixel coordinates."""
-    rows = [
-        [width / 2.0, 0.0, width / 2.0 - 0.5],
-        [0.0, height / 2.0, height / 2.0 - 0.5],
-        [0.0, 0.0, 1.0],
-    ]
-    return _const(rows, like)
+def _to_pixels(height: int, width: int, like: torch.Tensor, corners: bool) -> torch.Tensor:
+    """(3, 3): grid_sample's [-1, 1] -> pixel coordinates (inverse of _to_normalised)."""
+    sx, sy, shift = _half_extent(height, width, corners)
+    return _const([[sx, 0.0, sx - shift], [0.0, sy, sy - shift], [0.0, 0.0, 1.0]], like)
 
 
 def warp_affine(
@@ -136,19 +138,51 @@ def warp_affine(
 
     matrices: (B, 2, 3) src -> dst (or dst -> src with `inverse_map`), any float dtype;
         host matrices are sent without a wait. size: (h, w) of the output.
-    padding: "zeros" (BORDER_CONSTANT 0), "border" (BORDER_REPLICATE) or "reflection".
+    padding: "zeros" (BORDER_CONSTANT 0), "border" (BORDER_REPLICATE), "reflection"
+        (BORDER_REFLECT: mirrored about the image's edge) or "reflect101" (BORDER_REFLECT_101,
+        OpenCV's default: mirrored about the edge pixels' centres).
     """
-    batch, channels, height, width = images.shape
+    # grid_sample's "reflection" with align_corners=True mirrors about the corner pixels'
+    # centres (BORDER_REFLECT_101); with align_corners=False about the image's edge.
+    corners = padding == "reflect101"
+    grid = affine_grid(
+        to_device(matrices, images.device),
+        (int(images.shape[2]), int(images.shape[3])),
+        size,
+        inverse_map=inverse_map,
+        corners=corners,
+    ).to(images.dtype)
+    mode = "reflection" if corners else padding
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=mode, align_corners=corners)
+
+
+def affine_grid(
+    matrices: torch.Tensor,
+    source_size: tuple[int, int],
+    size: tuple[int, int],
+    *,
+    inverse_map: bool = False,
+    corners: bool = False,
+) -> torch.Tensor:
+    """The (B, h, w, 2) float32 sampling grid of warp_affine, for F.grid_sample with
+    align_corners=`corners` (one grid can sample several images, e.g. with two paddings).
+
+    matrices: (B, 2, 3) on the device, src -> dst (dst -> src with `inverse_map`).
+    source_size, size: (H, W) of the sampled images and (h, w) of the output.
+    """
+    height, width = source_size
     out_h, out_w = size
-    matrices = to_device(matrices, images.device).to(torch.float32)
+    matrices = matrices.to(torch.float32)
     dst_to_src = matrices if inverse_map else invert_affine(matrices)
+    batch = int(matrices.shape[0])
     last_row = _const([0.0, 0.0, 1.0], dst_to_src).expand(batch, 1, 3)
     full = torch.cat([dst_to_src, last_row], dim=1)
-    theta = _to_normalised(height, width, full) @ full @ _to_pixels(out_h, out_w, full)
-    grid = F.affine_grid(
-        theta[:, :2].to(images.dtype), [batch, channels, out_h, out_w], align_corners=False
+    theta = (
+        _to_normalised(height, width, full, corners)
+        @ full
+        @ _to_pixels(out_h, out_w, full, corners)
     )
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return F.affine_grid(theta[:, :2], [batch, 1, out_h, out_w], align_corners=corners)
 
 
 def box_matrices(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -263,20 +297,37 @@ def color_transfer(
     target: torch.Tensor,
     mask: torch.Tensor | None = None,
     eps: float = 1e-6,
+    *,
+    space: Literal["lab", "rgb"] = "lab",
+    ratio_range: tuple[float, float] | None = None,
+    min_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Reinhard colour transfer: `source` recoloured so its Lab mean and standard
-    deviation (inside `mask`) match `target`'s.
+    """Mean and spread transfer: `source` recoloured so its per-channel mean and standard
+    deviation (weighted by `mask`) match `target`'s.
 
     source, target: (B, 3, H, W) float RGB in [0, 1] (e.g. generated and original
         aligned faces). mask: (B, 1, H, W) weights in [0, 1], or None for the whole
-        image. Returns (B, 3, H, W) float RGB in [0, 1].
+        image. space: "lab" (Reinhard, in OpenCV's Lab) or "rgb" (per RGB channel, as
+        gan_swap's host colour_match). ratio_range: the spread ratio (target std + eps) /
+        (source std + eps) is clamped into it (None: not clamped). min_weight: images whose
+        mask sums to less (in pixels) come back unchanged (chosen on the device, no sync).
+    Returns (B, 3, H, W) float RGB in [0, 1].
     """
     weights = mask if mask is not None else torch.ones_like(source[:, :1])
-    source_lab, target_lab = rgb_to_lab(source), rgb_to_lab(target)
-    source_mean, source_std = _masked_stats(source_lab, weights, eps)
-    target_mean, target_std = _masked_stats(target_lab, weights, eps)
-    recoloured = (source_lab - source_mean) * (target_std / (source_std + eps)) + target_mean
-    return lab_to_rgb(recoloured)
+    lab = space == "lab"
+    source_c = rgb_to_lab(source) if lab else source
+    target_c = rgb_to_lab(target) if lab else target
+    source_mean, source_std = _masked_stats(source_c, weights, eps)
+    target_mean, target_std = _masked_stats(target_c, weights, eps)
+    ratio = (target_std + eps) / (source_std + eps)
+    if ratio_range is not None:
+        ratio = ratio.clamp(*ratio_range)
+    recoloured = (source_c - source_mean) * ratio + target_mean
+    result = lab_to_rgb(recoloured) if lab else recoloured.clamp(0.0, 1.0)
+    if min_weight > 0:
+        enough = weights.sum(dim=(1, 2, 3), keepdim=True) >= min_weight
+        result = torch.where(enough, result, source)
+    return result
 
 
 # --- masks and blending ------------------------------------------------------------------
@@ -333,30 +384,44 @@ def alpha_blend(
 def paste_back(
     frame: torch.Tensor,
     faces: torch.Tensor,
-    matrices: torch.Tensor,
+    matrices: torch.Tensor | np.ndarray,
     alphas: torch.Tensor,
     rois: Sequence[Roi],
 ) -> torch.Tensor:
-    """Blend aligned faces back into the frame, in place, one after the other.
+    """Blend aligned faces back into the frame, in place, in order (a later face lies over
+    an earlier one where they overlap).
 
-    frame: (3, H, W) float RGB [0, 1]. faces: (N, 3, h, w) float RGB [0, 1].
-    matrices: (N, 2, 3) frame -> crop (the ones the faces were cut with), on the device.
-    alphas: (N, 1, h, w) in [0, 1] (e.g. feather_mask of the face mask).
-    rois: from `paste_rois` (host ints, so no device value is read back).
-    Returns `frame`. Matches warping each face and alpha with
-    cv2.warpAffine(..., WARP_INVERSE_MAP) and blending.
+    frame: (3, H, W) float RGB [0, 1], or uint8 RGB (blended in float, rounded per face).
+    faces: (N, 3, h, w) float RGB [0, 1]. alphas: (N, 1, h, w) in [0, 1] (e.g.
+    feather_mask of the face mask). matrices: (N, 2, 3) frame -> crop (the ones the
+    faces were cut with), on the device or on the host (sent without a wait).
+    rois: the frame region (x1, y1, x2, y2) each face may touch, host ints (e.g. from
+    `paste_rois`), so no device value is read back; an empty one skips its face.
+    Every face and alpha is warped by one batched inverse warp onto the largest ROI.
+    Returns `frame`. Matches cv2.warpAffine(..., WARP_INVERSE_MAP) of each face (with
+    BORDER_REPLICATE) and alpha (BORDER_CONSTANT 0) and blending.
     """
+    live = [(i, roi) for i, roi in enumerate(rois) if roi[2] > roi[0] and roi[3] > roi[1]]
+    if not live:
+        return frame
+    height = max(y2 - y1 for _, (_, y1, _, y2) in live)
+    width = max(x2 - x1 for _, (x1, _, x2, _) in live)
     matrices = to_device(matrices, frame.device).to(torch.float32)
-    for index, (x1, y1, x2, y2) in enumerate(rois):
-        if x2 <= x1 or y2 <= y1:
-            continue
-        # ROI pixel (u, v) is frame pixel (u + x1, v + y1); the crop pixel is M @ that.
-        shifted = matrices[index : index + 1].clone()
-        shifted[:, :, 2] += shifted[:, :, 0] * x1 + shifted[:, :, 1] * y1
-        both = torch.cat(
-            [faces[index : index + 1], alphas[index : index + 1].to(faces.dtype)], dim=1
-        )
-        warped = warp_affine(both, shifted, (y2 - y1, x2 - x1), inverse_map=True)
+    # ROI pixel (u, v) is frame pixel (u + x1, v + y1); the crop pixel is M @ that.
+    offsets = _const([[float(roi[0]), float(roi[1])] for roi in rois], matrices)
+    shifted = matrices.clone()
+    shifted[:, :, 2] += (matrices[:, :, :2] * offsets[:, None, :]).sum(dim=-1)
+    source_size = (int(faces.shape[2]), int(faces.shape[3]))
+    grid = affine_grid(shifted, source_size, (height, width), inverse_map=True)
+    # As OpenCV code pastes: the face's edge replicated, the alpha zero outside the crop.
+    warped = F.grid_sample(faces, grid, padding_mode="border", align_corners=False)
+    weights = F.grid_sample(alphas.to(faces.dtype), grid, align_corners=False)
+    for index, (x1, y1, x2, y2) in live:
+        face = warped[index, :, : y2 - y1, : x2 - x1]
+        alpha = weights[index, :, : y2 - y1, : x2 - x1]
         region = frame[:, y1:y2, x1:x2]
-        region.copy_(alpha_blend(region, warped[0, :3], warped[0, 3:]))
+        if region.is_floating_point():
+            region.copy_(alpha_blend(region, face, alpha))
+        else:
+            region.copy_(to_uint8(alpha_blend(to_float(region), face, alpha)))
     return frame

@@ -9,6 +9,14 @@ frame go through the model as one batch. The model comes from `--model`
 With cross-session batching (resources.batching, the live server's schedulers), the
 model call goes through one shared scheduler per model and direction: the faces of
 several sessions' frames become one call of the network, in the scheduler's thread.
+
+Two paths, the same result (tests hold them within a grey level or two):
+- host (a model on the CPU, where it is the faster one): crops cut, colour-matched and
+  pasted with OpenCV on the host, the network fed host arrays;
+- device (a model on a GPU; `device_path=True` forces it anywhere): the frame goes to
+  the model's device once, every aligned crop is cut by one batched warp, the network
+  runs on the device tensors, colour match, mask blur and the batched inverse warp and
+  blend stay there, and the frame comes back once, with no host sync in between.
 """
 
 from __future__ import annotations
@@ -16,9 +24,9 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -26,6 +34,7 @@ import numpy as np
 from engines.alignment import (
     Alignment,
     border_feather,
+    crop_bounds_in_frame,
     estimate_alignment,
     paste_back,
     warp_to_crop,
@@ -36,7 +45,11 @@ from engines.errors import EffectUnavailable, ModelLoadError
 from engines.types import Face
 
 if TYPE_CHECKING:
+    import torch
+
     from engines.faceswap_gan.inference import FaceSwapper, SwapResult
+
+    TensorPair = tuple[torch.Tensor, torch.Tensor]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +123,28 @@ def run_swaps(swapper: SwapModel, batches: Sequence[np.ndarray]) -> list[SwapRes
     ]
 
 
+class DeviceSwapModel(SwapModel, Protocol):
+    """A SwapModel that also runs on device tensors: `swap_tensor` takes (N, 3, S, S)
+    float32 RGB in [-1, 1] on `device` and returns rgb (N, 3, S, S) in [-1, 1] and mask
+    (N, 1, S, S) in [0, 1], float32, on the same device, without a host sync."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def swap_tensor(self, faces: torch.Tensor) -> TensorPair: ...
+
+
+def run_swap_tensors(swapper: FaceSwapper, batches: Sequence[torch.Tensor]) -> list[TensorPair]:
+    """One network call for the device crops of several frames ((N_i, 3, S, S) float32 in
+    [-1, 1] each, on the model's device); each frame's (rgb, mask), in order. The split
+    sizes are host ints: nothing is read back from the device."""
+    import torch
+
+    rgb, mask = swapper.swap_tensor(torch.cat(list(batches)))
+    counts = [int(batch.shape[0]) for batch in batches]
+    return list(zip(rgb.split(counts), mask.split(counts), strict=True))
+
+
 class BatchedSwapper:
     """A FaceSwapper whose calls are batched with other sessions' by `scheduler`
     (which runs run_swaps on the real swapper in its own thread).
@@ -117,6 +152,9 @@ class BatchedSwapper:
     session: who asks (one per effect instance): its calls keep their order. Blocks
     until the result is there; raises what the call raised on its own, or
     BatchRejected when the scheduler is full or shut down.
+    device_scheduler: gives the scheduler of device-tensor calls (`swap_tensor`, which
+    runs run_swap_tensors), asked for on the first such call; None: `swap_tensor` calls
+    the swapper directly, unbatched.
     """
 
     def __init__(
@@ -124,10 +162,12 @@ class BatchedSwapper:
         swapper: FaceSwapper,
         scheduler: BatchScheduler[np.ndarray, SwapResult],
         session: Hashable | None = None,
+        device_scheduler: Callable[[], BatchScheduler[torch.Tensor, TensorPair]] | None = None,
     ) -> None:
         self.swapper = swapper
         self.scheduler = scheduler
         self.session = session
+        self._device_scheduler = device_scheduler
 
     @property
     def size(self) -> int:
@@ -141,10 +181,20 @@ class BatchedSwapper:
     def direction(self) -> str:
         return self.swapper.direction
 
+    @property
+    def device(self) -> torch.device:
+        return self.swapper.device
+
     def __call__(self, crops: np.ndarray) -> SwapResult:
         if len(crops) == 0:
             return self.swapper(crops)  # nothing for the network
         return self.scheduler.submit(crops, session=self.session).result()
+
+    def swap_tensor(self, faces: torch.Tensor) -> TensorPair:
+        """FaceSwapper.swap_tensor, batched with other sessions' device crops."""
+        if self._device_scheduler is None:
+            return self.swapper.swap_tensor(faces)
+        return self._device_scheduler().submit(faces, session=self.session).result()
 
 
 _effect_ids = itertools.count()
@@ -155,23 +205,53 @@ def batched(swapper: FaceSwapper, resources: EffectResources) -> SwapModel:
     that swapper (one per model file, device and direction)."""
     if resources.batching is None:
         return swapper
-    scheduler: BatchScheduler[np.ndarray, SwapResult] = resources.batching.get(
-        swapper, functools.partial(run_swaps, swapper), name=f"gan_swap.{swapper.direction}"
+    pool = resources.batching
+    name = f"gan_swap.{swapper.direction}"
+    scheduler: BatchScheduler[np.ndarray, SwapResult] = pool.get(
+        swapper, functools.partial(run_swaps, swapper), name=name
     )
-    return BatchedSwapper(swapper, scheduler, session=f"gan_swap-{next(_effect_ids)}")
+
+    def device_scheduler() -> BatchScheduler[torch.Tensor, TensorPair]:
+        run = functools.partial(run_swap_tensors, swapper)
+        return pool.get((swapper, "device"), run, name=f"{name}.device")
+
+    session = f"gan_swap-{next(_effect_ids)}"
+    return BatchedSwapper(swapper, scheduler, session, device_scheduler)
+
+
+def runs_on_gpu(swapper: SwapModel) -> bool:
+    """Whether `swapper` has a device path and its network lives on a CUDA device."""
+    device = getattr(swapper, "device", None)
+    return hasattr(swapper, "swap_tensor") and getattr(device, "type", None) == "cuda"
+
+
+def opencv_ksize(sigma: float) -> int:
+    """The kernel side cv2.GaussianBlur picks for a float image with ksize (0, 0)."""
+    return round(sigma * 8.0 + 1.0) | 1
 
 
 class GanSwapEffect(Effect):
-    """Replaces each face with the model's drawing of the other identity."""
+    """Replaces each face with the model's drawing of the other identity.
+
+    device_path: True runs `apply` on the model's device (see the module docstring; the
+    swapper must be a DeviceSwapModel), False on the host; None (default) picks the
+    device path when the model is on a CUDA device.
+    """
 
     name = "gan_swap"
 
-    def __init__(self, swapper: SwapModel, colour: bool, feather: float) -> None:
+    def __init__(
+        self, swapper: SwapModel, colour: bool, feather: float, device_path: bool | None = None
+    ) -> None:
         self.swapper = swapper
         self.colour = colour
         size = swapper.size
         self._edge = border_feather(size, feather)
         self._blur_sigma = max(size / 96.0, 0.5)
+        self.device_path = runs_on_gpu(swapper) if device_path is None else device_path
+        if self.device_path and not hasattr(swapper, "swap_tensor"):
+            raise ValueError(f"{type(swapper).__name__} has no swap_tensor: no device path")
+        self._edges: dict[str, torch.Tensor] = {}
 
     def _align(self, faces: Sequence[Face]) -> list[Alignment]:
         alignments = []
@@ -188,6 +268,8 @@ class GanSwapEffect(Effect):
         alignments = self._align(faces)
         if not alignments:
             return frame
+        if self.device_path:
+            return self._apply_on_device(frame, alignments)
         crops = np.stack([warp_to_crop(frame, alignment) for alignment in alignments])
         result = self.swapper(crops)
         for index, alignment in enumerate(alignments):
@@ -198,6 +280,62 @@ class GanSwapEffect(Effect):
                 face = colour_match(face, crops[index], alpha)
             paste_back(frame, face, alpha, alignment)
         return frame
+
+    def _apply_on_device(self, frame: np.ndarray, alignments: Sequence[Alignment]) -> np.ndarray:
+        """The device path: one upload, swap_on_device, one download. frame: HxWx3 uint8
+        RGB (changed in place when the device is the CPU); returns the output frame."""
+        import torch
+
+        from engines import gpu_ops
+
+        swapper = cast(DeviceSwapModel, self.swapper)
+        device = torch.device(swapper.device)
+        edge = self._edges.get(str(device))
+        if edge is None:
+            edge = gpu_ops.to_device(self._edge[None, None], device)
+            self._edges[str(device)] = edge
+        with torch.inference_mode():
+            image = gpu_ops.upload_frame(frame, device)
+            swap_on_device(image, alignments, swapper, edge, self._blur_sigma, self.colour)
+            return gpu_ops.download_frame(image)
+
+
+def swap_on_device(
+    image: torch.Tensor,
+    alignments: Sequence[Alignment],
+    swapper: DeviceSwapModel,
+    edge: torch.Tensor,
+    blur_sigma: float,
+    colour: bool,
+) -> torch.Tensor:
+    """Swap every aligned face of `image` in place, on its device, and return it.
+
+    image: (3, H, W) uint8 RGB on the swapper's device. alignments: one per face (host
+    matrices; sent in one non-blocking copy). edge: (1, 1, S, S) float32 border feather
+    on the device. Same steps as the host path: crops cut with BORDER_REFLECT_101, alpha
+    = Gaussian-blurred mask (sigma `blur_sigma`, OpenCV's kernel size) times the edge,
+    RGB mean/spread matched to the crop where alpha is high (when `colour`), then warped
+    back and blended, face after face. Reads nothing back from the device.
+    """
+    from engines import gpu_ops
+
+    size, count = swapper.size, len(alignments)
+    host = np.stack([np.stack([a.matrix, a.inverse]) for a in alignments]).astype(np.float32)
+    matrices = gpu_ops.to_device(host, image.device)  # (N, 2, 2, 3): frame->crop, crop->frame
+    source = gpu_ops.to_float(image).expand(count, -1, -1, -1)
+    crops = gpu_ops.warp_affine(
+        source, matrices[:, 1], (size, size), inverse_map=True, padding="reflect101"
+    )
+    rgb, mask = swapper.swap_tensor(crops * 2.0 - 1.0)
+    faces = (rgb.clamp(-1.0, 1.0) + 1.0) * 0.5
+    alpha = gpu_ops.gaussian_blur(mask, blur_sigma, opencv_ksize(blur_sigma)) * edge
+    if colour:  # as colour_match: RGB, spread ratio in [0.5, 2], +1e-3 grey levels
+        faces = gpu_ops.color_transfer(
+            faces, crops, alpha, 1e-3 / 255, space="rgb", ratio_range=(0.5, 2.0), min_weight=1.0
+        )
+    shape = (int(image.shape[1]), int(image.shape[2]))
+    rois = [crop_bounds_in_frame(a, shape) or (0, 0, 0, 0) for a in alignments]
+    return gpu_ops.paste_back(image, faces, matrices[:, 0], alpha, rois)
 
 
 def _compile_fn(path: Path, resources: EffectResources, direction: str) -> Any:
