@@ -9,7 +9,10 @@ Rows (all in one run, on one device):
 - swap: FaceSwapper (encoder + other decoder, host uint8 in and out) on a batch of
   aligned faces: ms per call and per face.
 - frame_720p: the whole `gan_swap` effect (align, swap, colour match, mask blend,
-  paste back) on a 1280x720 frame with 1 face and with every face of multiface.jpg.
+  paste back) on a 1280x720 frame with 1 face and with every face of multiface.jpg,
+  once on each path: host (crops, colour match and paste with OpenCV on the host, the
+  network on --device) and device (the frame uploaded once, everything on --device,
+  downloaded once; what a GPU server runs). On a CPU the device path is forced.
 - train: one FaceswapTrainer step (both identities, generator + critics) at the
   model's default width and the test's tiny width: iterations per second.
 - demo (with --demo-minutes): extract the two largest tracks of video.mp4, train
@@ -36,6 +39,7 @@ import torch
 from benchmarks.common import OUT_DIR, PROJECT_ROOT, SHARED_DATA, load_rgb, machine
 from engines.alignment import estimate_alignment, warp_to_crop
 from engines.effects.base import EffectResources
+from engines.effects.gan_swap import GanSwapEffect
 from engines.effects.registry import build_effect
 from engines.faceswap_gan.dataset import ExtractManifest, FaceDataset, read_manifest
 from engines.faceswap_gan.model import FaceswapConfig, FaceswapGenerator
@@ -147,9 +151,12 @@ def _inference_rows(args: argparse.Namespace, device: str, folder: Path) -> list
         timing = time_calls(functools.partial(swapper, batch_crops), repeat=args.repeat)
         rows.append(_row(f"swap batch {batch}", device, batch, timing, reference))
     rows[1]["build_s"] = round(build_s, 2)
-    for count in sorted({1, len(faces)}):
-        timing = time_calls(_applier(effect, frame, faces[:count]), repeat=args.repeat)
-        rows.append(_row(f"gan_swap 720p frame, {count} face(s)", device, count, timing, reference))
+    for path in ("host", "device"):
+        chosen = GanSwapEffect(swapper, colour=True, feather=0.1, device_path=path == "device")
+        for count in sorted({1, len(faces)}):
+            timing = time_calls(_applier(chosen, frame, faces[:count]), repeat=args.repeat)
+            measure = f"gan_swap 720p frame, {path} path, {count} face(s)"
+            rows.append(_row(measure, device, count, timing, reference))
     return rows
 
 
