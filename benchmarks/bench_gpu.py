@@ -7,6 +7,9 @@ Sections (each eager and compiled, measured in the same run):
   colour, blend, download), the device synchronised after each stage;
 - pipeline: the whole device-resident swap pipeline on one 720p stream (no syncs
   but the detector's and the final download), and compiled vs eager;
+- gan_swap: the real `gan_swap` effect per 720p frame (faces found beforehand), on its
+  device path (one upload, everything on the device, one download) and, as the
+  reference measured in the same run, its host path (OpenCV crops and paste);
 - detect: MTCNN on 1080p crowd frames (6-8 faces), one stream and a batch of
   streams, every frame and every Nth frame with tracking in between;
 - sessions: N simulated 720p 30 fps cameras (latest-frame-wins) sharing the
@@ -37,11 +40,13 @@ from benchmarks.gpu_pipeline import (
     StreamState,
     build_detector,
     build_models,
+    gan_swap_effect,
     process_frame,
     simulate_sessions,
     sync,
 )
 from engines.detection import FaceDetector
+from engines.types import Face
 from stream.face_stage import FaceStage
 from stream.pipeline import FrameContext
 
@@ -182,6 +187,38 @@ def bench_pipeline(
     )
 
 
+def bench_gan_swap(models: Models, frames: list[np.ndarray], label: str) -> list[dict[str, Any]]:
+    """ms per frame of the gan_swap effect's device path and host path (same frames and
+    faces, found beforehand); the device row's note gives host ms / device ms."""
+    faces = [Face.from_detections(models.detector.detect([frame])[0]) for frame in frames]
+    rows: dict[str, dict[str, Any]] = {}
+    for path in ("host", "device"):
+        effect = gan_swap_effect(models, device_path=path == "device")
+        for frame, found in zip(frames[:2], faces[:2], strict=False):
+            effect.apply(frame.copy(), found)  # warm-up
+        sync(models.device)
+        spent = []
+        for frame, found in zip(frames, faces, strict=True):
+            started = time.perf_counter()
+            effect.apply(frame.copy(), found)  # the device path ends in its one download
+            spent.append(1000 * (time.perf_counter() - started))
+        ms = sorted(spent)
+        case = f"{path} path per {frames[0].shape[1]}x{frames[0].shape[0]} frame"
+        rows[path] = _row(
+            "gan_swap",
+            f"{case} ({statistics.fmean(len(f) for f in faces):.1f} faces)",
+            label,
+            models.backend,
+            1,
+            ms=statistics.fmean(ms),
+            p50_ms=_pct(ms, 50),
+            p95_ms=_pct(ms, 95),
+            fps=1000 / statistics.fmean(ms),
+        )
+    rows["device"]["note"] = f"host/device {rows['host']['ms'] / rows['device']['ms']:.2f}x"
+    return [rows["host"], rows["device"]]
+
+
 def _pct(sorted_ms: list[float], percent: float) -> float:
     if not sorted_ms:
         return float("nan")
@@ -302,6 +339,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows += bench_stages(models, frames, label)
         pipeline[mode] = bench_pipeline(models, frames, label, args.detect_every)
         rows.append(pipeline[mode])
+        rows += bench_gan_swap(models, frames, label)
         detector = build_detector(
             device,
             mode,

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from engines import gpu_ops
-from engines.alignment import estimate_alignment
+from engines.alignment import DEFAULT_PADDING, estimate_alignment
 from engines.backends import compile_module, select_backend
 from engines.batching import BatchScheduler
 from engines.detection import FaceDetector
 from engines.detection.compiled import compile_detector
+from engines.effects.gan_swap import GanSwapEffect
+from engines.faceswap_gan.inference import SwapResult
 from engines.faceswap_gan.model import FaceswapConfig, FaceswapGenerator, SwapNet
 from engines.types import Detections
 from tracking import FaceTracker
@@ -102,6 +104,37 @@ def build_detector(
         return detector
     chosen = select_backend(backend, device, cache_dir=cache_dir)
     return compile_detector(detector, chosen, frame_size, frames_per_call)
+
+
+@dataclass(frozen=True)
+class NetSwapper:
+    """A Models swap network (eager or compiled) as the `gan_swap` effect's swapper:
+    swap_tensor on device tensors (the device path), __call__ on host crops (the host path)."""
+
+    run: SwapFn
+    size: int
+    device: torch.device
+    padding: float = DEFAULT_PADDING
+
+    @torch.inference_mode()
+    def swap_tensor(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, S, S) float32 RGB in [-1, 1] -> rgb, mask float32, on the device."""
+        rgb, mask = self.run(faces)
+        return rgb.float(), mask.float()
+
+    def __call__(self, crops: np.ndarray) -> SwapResult:
+        """(N, S, S, 3) uint8 RGB host crops -> host SwapResult, as FaceSwapper does."""
+        batch = gpu_ops.to_device(np.ascontiguousarray(crops), self.device).permute(0, 3, 1, 2)
+        rgb, mask = self.swap_tensor(batch.float() / 127.5 - 1.0)
+        rgb8 = ((rgb.clamp(-1, 1) + 1.0) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+        return SwapResult(rgb=rgb8.cpu().numpy(), mask=mask[:, 0].cpu().numpy())
+
+
+def gan_swap_effect(models: Models, device_path: bool) -> GanSwapEffect:
+    """The real `gan_swap` effect (default colour match and feather) on `models`' swap
+    network, on the device path (one upload, one download) or the host path."""
+    swapper = NetSwapper(models.swap, models.size, models.device)
+    return GanSwapEffect(swapper, colour=True, feather=0.1, device_path=device_path)
 
 
 # --- one frame ---------------------------------------------------------------------------
