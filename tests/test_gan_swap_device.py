@@ -345,7 +345,7 @@ def test_device_calls_of_several_sessions_share_one_network_call(
     model_path: Path, swapper: FaceSwapper, crowd: tuple[np.ndarray, list[Face]]
 ) -> None:
     frame, faces = crowd
-    pool = SchedulerPool(max_batch=8, max_wait_ms=200, active_window_ms=2000)
+    pool = SchedulerPool(max_batch=3, max_wait_ms=1000)  # waits for all three sessions
     resources = EffectResources(model_path=model_path, batching=pool)
     effects = [
         GanSwapEffect(batched(swapper, resources), True, 0.1, device_path=True) for _ in range(3)
