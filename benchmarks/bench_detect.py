@@ -358,7 +358,8 @@ def _debug_video(args: argparse.Namespace) -> list[dict[str, Any]]:
         stream = sink.add_stream("libx264", rate=25, options={"crf": "32", "preset": "medium"})
         stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
         for index, frame in enumerate(source.decode(video=0)):
-            image = _resize(pipeline.process(frame.to_ndarray(format="rgb24")).image, (1280, 720))
+            ctx = pipeline.process(frame.to_ndarray(format="rgb24"), time_s=frame.time)
+            image = _resize(ctx.image, (1280, 720))
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 sink.mux(packet)
             if index in _STILLS:

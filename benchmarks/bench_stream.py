@@ -61,7 +61,7 @@ def _timed_path(
     rgb = frame.to_ndarray(format="rgb24")
     t1 = time.perf_counter()
     if pipeline is not None:
-        ctx = pipeline.process(rgb)
+        ctx = pipeline.process(rgb, time_s=frame.time)
         rgb = ctx.image
         for stage, seconds in ctx.timings.items():
             steps[stage].append(seconds)

@@ -357,10 +357,10 @@ def _run(
     started = time.perf_counter()
     done = 0
     try:
-        for rgb in pump.frames():
+        for rgb, time_s in pump.timed_frames():
             if cancel is not None and cancel.is_set():
                 raise ConvertCancelled("the conversion was cancelled")
-            pump.send(pipeline.finish(pipeline.begin(rgb, found)).image)
+            pump.send(pipeline.finish(pipeline.begin(rgb, found, time_s)).image)
             done += 1
             if progress is not None:
                 progress(

@@ -54,6 +54,13 @@ def _get(source: queue.Queue[Any], stop: threading.Event, alive: threading.Threa
                 raise _Stopped from None
 
 
+def stamp_seconds(pts: int | None, time_base: Fraction | None) -> float | None:
+    """A frame's presentation time in seconds, pts * time_base; None when either is missing."""
+    if pts is None or time_base is None:
+        return None
+    return float(pts * Fraction(time_base))
+
+
 class FrameReader:
     """Decodes video[0] of an open input container; copies audio[0] packets.
 
@@ -280,6 +287,11 @@ class Pump:
                 continue
             self._stamps.append(stamp)
             yield payload
+
+    def timed_frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        """frames(), each with its presentation time in seconds (stamp_seconds)."""
+        for rgb in self.frames():
+            yield rgb, stamp_seconds(*self._stamps[-1])
 
     def send(self, rgb: np.ndarray) -> None:
         """The processed frame for the oldest frame handed out by frames()."""

@@ -232,7 +232,8 @@ def _track(conn: Connection, path: Path, stage: Any) -> None:
             if conn.poll() and conn.recv()[0] == "stop":
                 conn.send(("stopped",))
                 return
-            ctx = FrameContext(image=item, index=index)
+            image, time_s = item
+            ctx = FrameContext(image=image, index=index, time_s=time_s)
             stage.process(ctx)
             conn.send(("faces", ctx.faces))
             index += 1
@@ -248,8 +249,11 @@ def _track(conn: Connection, path: Path, stage: Any) -> None:
 
 
 def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None:
-    """RGB frames of `path`'s first video stream onto `frames`, then None (or the error)."""
+    """(RGB frame, time in seconds) of `path`'s first video stream onto `frames`, then
+    None (or the error). Times as the parent's FrameReader gives them."""
     import av
+
+    from stream.convert_io import stamp_seconds
 
     try:
         with av.open(str(path)) as container:
@@ -259,7 +263,8 @@ def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None
                 for frame in packet.decode():
                     if halt.is_set():
                         return
-                    frames.put(frame.to_ndarray(format="rgb24"))
+                    time_s = stamp_seconds(frame.pts, frame.time_base)
+                    frames.put((frame.to_ndarray(format="rgb24"), time_s))
         frames.put(None)
     except Exception as error:
         frames.put(error)

@@ -8,7 +8,8 @@ R-Net/O-Net refinement runs only around the track's predicted box. Either way th
 detections feed one FaceTracker, whose smoothed tracks become `ctx.faces`.
 
 The policy depends only on the frame sequence, not on time, so a file conversion
-(every frame, in order) and a live session follow the same rules. Runs in the
+(every frame, in order) and a live session follow the same rules; the tracker's
+filters advance by each frame's time (`ctx.time_s`) when it is known. Runs in the
 model worker thread.
 """
 
@@ -73,8 +74,10 @@ class FaceStage:
     def process(self, ctx: FrameContext) -> None:
         """Find and track the faces of `ctx.image` (HxWx3 uint8 RGB); sets `ctx.faces`."""
         full_before = self.stats.full_detections
-        detections = self._detections(ctx.image)
-        tracks = self.tracker.update(detections.boxes, detections.scores, detections.landmarks)
+        detections = self._detections(ctx.image, ctx.time_s)
+        tracks = self.tracker.update(
+            detections.boxes, detections.scores, detections.landmarks, ctx.time_s
+        )
         missing = {track.id for track in tracks if track.misses > 0}
         if self.stats.full_detections > full_before:
             # The whole frame was searched: a track nothing matched is not there (a cut, a
@@ -93,9 +96,9 @@ class FaceStage:
         self._since_full = None
         self._refuted = set()
 
-    def _detections(self, image: np.ndarray) -> Detections:
+    def _detections(self, image: np.ndarray, time_s: float | None) -> Detections:
         due = self._since_full is None or self._since_full + 1 >= self.detect_every
-        live = self.tracker.predict()
+        live = self.tracker.predict(time_s)
         if not due:
             if not live or not self.follow:
                 self._since_full = (self._since_full or 0) + 1

@@ -21,8 +21,10 @@ class LandmarkStage:
     """Fills `Face.landmarks68` on `ctx.faces`.
 
     predictor: shared LandmarkPredictor (worker thread only). smoothing: strength of
-    the temporal filter (0 = raw landmarks). frame_rate: assumed frames per second,
-    for the filter's time base (only frame indices reach the stage).
+    the temporal filter (0 = raw landmarks). The filter runs on the frames' own times
+    (`ctx.time_s`), so it smooths alike at any frame rate, over variable frame rates
+    and across frames a live session skipped; frame_rate (frames per second) is the
+    fallback for frames without a time, whose time is then `ctx.index / frame_rate`.
     """
 
     name = "landmarks68"
@@ -44,7 +46,7 @@ class LandmarkStage:
     def process(self, ctx: FrameContext) -> None:
         if ctx.faces:
             points = self.predictor.predict_faces(ctx.image, ctx.faces)
-            time_s = ctx.index / self.frame_rate
+            time_s = ctx.time_s if ctx.time_s is not None else ctx.index / self.frame_rate
             faces = []
             for face, face_points in zip(ctx.faces, points, strict=True):
                 smoothed = face_points

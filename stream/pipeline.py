@@ -30,12 +30,15 @@ class FrameContext:
 
     image: HxWx3 uint8 RGB (host memory); stages may replace it.
     index: frame number within the session or file, from 0.
+    time_s: the frame's presentation time in seconds (pts * time_base, on the source's
+        clock: only differences between frames mean anything); None when unknown.
     faces: the tracked faces, filled by the face stage.
     timings: stage name -> seconds spent on this frame.
     """
 
     image: np.ndarray
     index: int
+    time_s: float | None = None
     faces: list[Face] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -146,11 +149,20 @@ class EffectPipeline:
         self.spec, self.effect = spec, effect
         old.close()
 
-    def process(self, image: np.ndarray) -> FrameContext:
-        """Run every stage on one HxWx3 uint8 RGB frame; returns the finished context."""
-        return self.finish(self.begin(image))
+    def process(self, image: np.ndarray, time_s: float | None = None) -> FrameContext:
+        """Run every stage on one HxWx3 uint8 RGB frame; returns the finished context.
 
-    def begin(self, image: np.ndarray, found: Iterator[list[Face]] | None = None) -> FrameContext:
+        time_s: the frame's presentation time in seconds (see FrameContext), None when
+        unknown (smoothing then assumes a fixed frame rate).
+        """
+        return self.finish(self.begin(image, time_s=time_s))
+
+    def begin(
+        self,
+        image: np.ndarray,
+        found: Iterator[list[Face]] | None = None,
+        time_s: float | None = None,
+    ) -> FrameContext:
         """The first part of `process`: the face stage (when the effect needs one).
 
         found: the faces of this and the following frames, found elsewhere (a
@@ -158,7 +170,9 @@ class EffectPipeline:
         running the face stage. `begin` and `finish` must each be called for every
         frame, in order; `set_effect` only while no frame is between them.
         """
-        ctx = FrameContext(image=np.ascontiguousarray(image), index=self._frame_index)
+        ctx = FrameContext(
+            image=np.ascontiguousarray(image), index=self._frame_index, time_s=time_s
+        )
         self._frame_index += 1
         front = self._stages[: self._front_count()]
         self._run(front if found is None or not front else [GivenFaces(found)], ctx)

@@ -3,7 +3,9 @@
 A reader task drains the incoming track as fast as frames arrive and keeps only
 the newest one (aiortc's own receive queue is unbounded, so it must be drained).
 `recv()` takes that newest frame, runs the pipeline in the model worker thread
-and returns the result with the input frame's pts and time_base.
+and returns the result with the input frame's pts and time_base. The pipeline gets
+each frame's presentation time (FrameClock), so smoothing follows real time across
+the frames that were skipped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -61,10 +64,44 @@ class LatestFrameSlot:
         return item
 
 
-def process_frame(pipeline: EffectPipeline, frame: VideoFrame) -> VideoFrame:
-    """Decode to RGB, run the pipeline and wrap the result; runs in the worker thread."""
+RTP_CLOCK_WRAP = 1 << 32  # RTP timestamps (aiortc's received pts) are 32-bit
+
+
+class FrameClock:
+    """Presentation times in seconds of one track's frames: pts * time_base.
+
+    Received WebRTC frames carry the 32-bit RTP timestamp as pts (90 kHz, from a random
+    origin), which wraps around about every 13 hours; a pts that falls back by more
+    than half the range is taken as a wrap and unwrapped, so time keeps going forward.
+    Frames without pts or time_base get None.
+    """
+
+    def __init__(self) -> None:
+        self._last_pts: int | None = None
+        self._offset = 0
+
+    def time_s(self, pts: int | None, time_base: Fraction | None) -> float | None:
+        if pts is None or time_base is None:
+            return None
+        if self._last_pts is not None and 0 <= pts < RTP_CLOCK_WRAP:
+            jump = pts - self._last_pts
+            if jump < -RTP_CLOCK_WRAP // 2:
+                self._offset += RTP_CLOCK_WRAP
+            elif jump > RTP_CLOCK_WRAP // 2:  # a late frame from before the wrap
+                self._offset -= RTP_CLOCK_WRAP
+        self._last_pts = pts
+        return float((pts + self._offset) * time_base)
+
+
+def process_frame(
+    pipeline: EffectPipeline, frame: VideoFrame, time_s: float | None = None
+) -> VideoFrame:
+    """Decode to RGB, run the pipeline and wrap the result; runs in the worker thread.
+
+    time_s: the frame's presentation time in seconds (FrameClock), None when unknown.
+    """
     image: np.ndarray = frame.to_ndarray(format="rgb24")
-    ctx = pipeline.process(image)
+    ctx = pipeline.process(image, time_s=time_s)
     out = VideoFrame.from_ndarray(ctx.image, format="rgb24")
     out.pts = frame.pts
     out.time_base = frame.time_base
@@ -89,6 +126,7 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self._worker = worker
         self._metrics = metrics
         self._slot = LatestFrameSlot()
+        self._clock = FrameClock()
         self._reader = asyncio.ensure_future(self._read_source())
         self.frames_in = 0
         self.frames_out = 0
@@ -129,8 +167,11 @@ class ProcessedVideoTrack(MediaStreamTrack):
         except MediaStreamError:
             self.stop()
             raise
+        time_s = self._clock.time_s(frame.pts, frame.time_base)
         try:
-            out = await self._worker.run_for(self.pipeline, process_frame, self.pipeline, frame)
+            out = await self._worker.run_for(
+                self.pipeline, process_frame, self.pipeline, frame, time_s
+            )
         except Exception:
             # A failing effect must not end the call: pass the frame through and count it.
             self._metrics.errors.labels(kind="pipeline").inc()

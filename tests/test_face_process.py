@@ -58,7 +58,7 @@ def test_faces_equal_the_face_stage_run_here(
     here: FaceStage = stage()  # type: ignore[assignment]
     expected = []
     for index, image in enumerate(_rgb_frames(clip)):
-        ctx = FrameContext(image=image, index=index)
+        ctx = FrameContext(image=image, index=index, time_s=index / 25)  # the clip's times
         here.process(ctx)
         expected.append(ctx.faces)
     got = list(process.track(clip))

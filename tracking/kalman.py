@@ -9,6 +9,11 @@ covariance for that update, so the filter catches up instead of lagging.
 Landmarks are smoothed relative to the box (centre and scale), so they move
 rigidly with the filtered box and only their shape is averaged over time.
 
+Time is counted in steps: one step is one frame of the rate the noise model was
+tuned for. A frame that comes 2 steps after the last (a skipped frame, a 15 fps
+camera against a 30 fps model) is predicted 2 steps ahead, with the process noise
+and landmark blending of 2 steps; half a step (60 fps) likewise.
+
 All arrays are float64 numpy internally; boxes are x1, y1, x2, y2 pixels.
 """
 
@@ -86,14 +91,19 @@ class BoxFilter:
         self._kf = kf
         self._set_noise()
 
-    def _set_noise(self) -> None:
-        """Q and R for the current scale (noise is relative to the face's size)."""
+    def _set_noise(self, steps: float = 1.0) -> None:
+        """F, Q and R for the current scale (noise is relative to the face's size) and a
+        prediction `steps` frames ahead."""
         scale = max(float(self._kf.x[2, 0]), 1.0)
         r = self.config.measurement_std * scale
         self._kf.R = np.diag([r**2, r**2, r**2, (self.config.measurement_std) ** 2])
         q = self.config.acceleration_std * scale
-        # White-noise acceleration, discretised for dt = 1 frame, per coordinate.
-        block = np.array([[0.25, 0.5], [0.5, 1.0]])
+        # Random acceleration over dt = `steps` frames, per coordinate: the velocity's
+        # variance grows by q^2 per frame (linearly in time, so the same per second at
+        # any frame rate); at dt = 1 this is the piecewise-constant model it was tuned with.
+        dt = steps
+        block = np.array([[dt**3 / 4, dt**2 / 2], [dt**2 / 2, dt]])
+        self._kf.F[:_MEASURE, _MEASURE:] = np.eye(_MEASURE) * dt
         sigma = np.array([q, q, q, self.config.acceleration_std / 4])
         Q = np.zeros((_STATE, _STATE))
         for i, s in enumerate(sigma):
@@ -101,9 +111,9 @@ class BoxFilter:
             Q[np.ix_(idx, idx)] = block * s**2
         self._kf.Q = Q
 
-    def predict(self) -> None:
-        """Advance one frame."""
-        self._set_noise()
+    def predict(self, steps: float = 1.0) -> None:
+        """Advance `steps` frames (> 0; 1 = the next frame at the tuned frame rate)."""
+        self._set_noise(steps)
         self._kf.predict()
         self._kf.x[2, 0] = max(self._kf.x[2, 0], 1.0)
         self._kf.x[3, 0] = max(self._kf.x[3, 0], 0.1)
@@ -126,7 +136,7 @@ class BoxFilter:
 
     @property
     def centre_velocity(self) -> np.ndarray:
-        """(2,) pixels per frame."""
+        """(2,) pixels per step (per frame at the tuned frame rate)."""
         return self._kf.x[_MEASURE : _MEASURE + 2, 0].copy()
 
     @property
@@ -181,10 +191,13 @@ class LandmarkSmoother:
         z = box_to_measurement(box)
         return (np.asarray(landmarks, np.float64) - z[:2]) / z[2]
 
-    def update(self, landmarks: np.ndarray, box: np.ndarray) -> None:
-        """Blend in landmarks measured with `box` (the same detection's raw box)."""
+    def update(self, landmarks: np.ndarray, box: np.ndarray, steps: float = 1.0) -> None:
+        """Blend in landmarks measured with `box` (the same detection's raw box), `steps`
+        frames after the last update: `alpha` is the weight for one step, so the
+        smoothing is the same in time whatever the frame rate."""
         relative = self._to_relative(landmarks, box)
-        self._relative = self.alpha * relative + (1 - self.alpha) * self._relative
+        alpha = 1.0 - (1.0 - self.alpha) ** (steps if steps > 0 else 1.0)
+        self._relative = alpha * relative + (1 - alpha) * self._relative
 
     def landmarks(self, box: np.ndarray) -> np.ndarray:
         """(K, 2) smoothed landmarks placed on `box` (the filtered box)."""

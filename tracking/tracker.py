@@ -11,6 +11,12 @@ prediction; a hit makes it CONFIRMED again with the same id. A tentative track
 that misses, or a lost track that misses more than `max_misses` frames in a row,
 is REMOVED.
 
+Time: given each frame's time (`time_s`), the filters advance by the time that
+passed, in steps of 1/`frame_rate` s (the rate the noise model is tuned for), so
+the smoothing is the same at any frame rate and a skipped frame is predicted two
+steps ahead; without times every frame is one step. Counts (age, misses) stay in
+frames.
+
 numpy, scipy and filterpy only. Boxes are x1, y1, x2, y2 float pixels.
 """
 
@@ -26,6 +32,10 @@ from tracking.association import associate, iou_matrix
 from tracking.kalman import BoxFilter, LandmarkAnchor, LandmarkSmoother, SmoothingConfig
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_FRAME_RATE = 30.0  # the rate the noise model (SmoothingConfig) is tuned for
+MIN_STEPS = 0.05  # filter steps between two frames with times: at most 600 fps ...
+MAX_STEPS = 10.0  # ... and a gap of at most 1/3 s at 30 fps is predicted in full
 
 
 class TrackState(enum.Enum):
@@ -43,7 +53,7 @@ class Track:
     landmarks: (5, 2) float32 smoothed landmarks. score: last detection score.
     age: frames since the track started. hits: detections matched so far.
     misses: frames in a row without a detection. velocity: (2,) float32 centre
-    velocity, pixels per frame.
+    velocity, pixels per step (per frame without frame times, else per 1/frame_rate s).
     """
 
     id: int
@@ -79,10 +89,17 @@ class _LiveTrack:
         self.hits = 1
         self.streak = 1
         self.misses = 0
+        self.since_hit = 0.0  # steps predicted since the last detection
+
+    def predict(self, steps: float) -> None:
+        self.filter.predict(steps)
+        self.since_hit += steps
+        self.age += 1
 
     def hit(self, box: np.ndarray, score: float, landmarks: np.ndarray) -> None:
         self.filter.update(self.anchor.steady_box(box, landmarks))
-        self.landmarks.update(landmarks, box)
+        self.landmarks.update(landmarks, box, self.since_hit)
+        self.since_hit = 0.0
         self.raw_box, self.raw_landmarks = (
             np.asarray(box, np.float64),
             np.asarray(landmarks, np.float64),
@@ -120,6 +137,8 @@ class FaceTracker:
     min_score: detections below this score start no track.
     max_distance, max_scale_ratio: gates of the second, centre-distance match for
         coasting tracks (distance in face scales; size ratio).
+    frame_rate: frames per second the noise model is tuned for; with frame times, one
+        step of the filters is 1/frame_rate s (see the module docstring).
     """
 
     def __init__(
@@ -133,9 +152,13 @@ class FaceTracker:
         min_score: float = 0.8,
         max_distance: float = 1.0,
         max_scale_ratio: float = 1.5,
+        frame_rate: float = DEFAULT_FRAME_RATE,
     ) -> None:
         if min_hits < 1 or max_misses < 0 or visible_misses < 0:
             raise ValueError("min_hits must be >= 1 and max_misses, visible_misses >= 0")
+        if not frame_rate > 0:
+            raise ValueError(f"frame_rate must be positive, got {frame_rate}")
+        self.frame_rate = frame_rate
         self.config = SmoothingConfig.from_strength(smoothing)
         self.smoothing = smoothing
         self.iou_threshold = iou_threshold
@@ -149,6 +172,7 @@ class FaceTracker:
         self._tracks: list[_LiveTrack] = []
         self._next_id = 1
         self._predicted = False
+        self._last_time: float | None = None
         self.frame_count = 0
 
     def reset(self) -> None:
@@ -156,6 +180,7 @@ class FaceTracker:
         self._tracks = []
         self._next_id = 1
         self._predicted = False
+        self._last_time = None
         self.frame_count = 0
 
     @property
@@ -163,24 +188,41 @@ class FaceTracker:
         """Every live track (tentative, confirmed and coasting), as snapshots."""
         return [t.snapshot(self.smoothing == 0) for t in self._tracks]
 
-    def predict(self) -> list[Track]:
+    def predict(self, time_s: float | None = None) -> list[Track]:
         """Advance every track to the coming frame; returns their predicted snapshots.
 
+        time_s: the coming frame's presentation time in seconds (None: one step on).
         Optional: `update` predicts by itself when this was not called for the frame.
         """
         if not self._predicted:
+            steps = self._steps(time_s)
             for track in self._tracks:
-                track.filter.predict()
-                track.age += 1
+                track.predict(steps)
             self._predicted = True
         return [t.snapshot(False) for t in self._tracks]
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray) -> list[Track]:
+    def _steps(self, time_s: float | None) -> float:
+        """Filter steps from the last frame to one at `time_s`: the time between them
+        times frame_rate, within [MIN_STEPS, MAX_STEPS] (a long gap is not extrapolated
+        in full); 1 without times, or when the time did not go forward."""
+        last, self._last_time = self._last_time, time_s
+        if time_s is None or last is None or time_s <= last:
+            return 1.0
+        return min(max((time_s - last) * self.frame_rate, MIN_STEPS), MAX_STEPS)
+
+    def update(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        landmarks: np.ndarray,
+        time_s: float | None = None,
+    ) -> list[Track]:
         """Feed one frame's detections; returns the visible tracks.
 
         boxes: (N, 4) float x1, y1, x2, y2 pixels; scores: (N,); landmarks: (N, 5, 2).
-        Visible: confirmed tracks matched in this frame, and those coasting for at
-        most `visible_misses` frames; sorted by id.
+        time_s: the frame's presentation time in seconds, None when unknown (see
+        `predict`). Visible: confirmed tracks matched in this frame, and those coasting
+        for at most `visible_misses` frames; sorted by id.
         """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
@@ -192,7 +234,7 @@ class FaceTracker:
             raise ValueError(
                 f"boxes, scores and landmarks differ in length: {len(boxes)}, {len(scores)}, {len(landmarks)}"
             )
-        self.predict()
+        self.predict(time_s)
         self._predicted = False
         self.frame_count += 1
         predicted = np.array([t.filter.box for t in self._tracks]).reshape(-1, 4)
