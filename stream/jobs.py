@@ -34,7 +34,7 @@ from stream.audit import AuditLog
 from stream.convert import ConvertCancelled, ConvertProgress, EncodeOptions, convert_file
 from stream.face_process import FaceProcess
 from stream.face_process import wanted as face_process_wanted
-from stream.media_probe import MediaRejected
+from stream.media_probe import MediaRejected, probe
 from stream.models import SharedModels
 from stream.settings import Settings
 
@@ -288,7 +288,7 @@ class JobManager:
                 encode=self._encode,
                 models=self._models,
                 cancel=job.cancel,
-                faces=self._face_process(job.effect),
+                faces=self._face_process(job),
                 job_id=job.id,
                 source_name=job.filename,
             )
@@ -303,18 +303,20 @@ class JobManager:
         else:
             self._finish(job, "done", None)
 
-    def _face_process(self, effect: str) -> FaceProcess | None:
-        """The runner's face process for an effect with faces on a CPU (restarted if it
-        died), else None. Runner thread only."""
-        spec = get_effect_spec(effect)
+    def _face_process(self, job: Job) -> FaceProcess | None:
+        """The runner's face process for a job whose effect needs faces: the running one,
+        or a new one when Settings.face_process wants it for this file (a dead one is
+        replaced); None otherwise. Runner thread only."""
+        spec = get_effect_spec(job.effect)
         if not (spec.needs_faces or spec.needs_landmarks68):
-            return None
-        if not face_process_wanted(self.settings, self.resources.device):
             return None
         if self._faces is not None and not self._faces.alive:
             self._faces.close()
             self._faces = None
         if self._faces is None:
+            frames = probe(job.input_path).frames
+            if not face_process_wanted(self.settings, self.resources.device, frames):
+                return None
             self._faces = FaceProcess(self.settings)
         return self._faces
 

@@ -15,8 +15,9 @@ from convert_helpers import cut_clip, summarise
 from server_helpers import running_server
 
 from engines.effects.base import EffectResources
+from stream.cli import main as cli_main
 from stream.convert import convert_file
-from stream.face_process import FaceProcess, FaceProcessError, wanted
+from stream.face_process import MIN_FRAMES, FaceProcess, FaceProcessError, wanted
 from stream.face_stage import FaceStage
 from stream.models import SharedModels
 from stream.pipeline import FrameContext
@@ -136,21 +137,27 @@ def test_closing_a_process_that_is_still_starting_is_quick(settings: Settings) -
 
 
 @pytest.mark.parametrize(
-    ("choice", "device", "expected"),
+    ("choice", "device", "frames", "expected"),
     [
-        ("auto", "cpu", True),
-        ("auto", "cuda", False),
-        ("auto", "cuda:1", False),
-        ("on", "cuda", True),
-        ("off", "cpu", False),
+        ("auto", "cpu", None, True),
+        ("auto", "cpu", MIN_FRAMES, True),
+        ("auto", "cpu", MIN_FRAMES - 1, False),  # a short file: the child's start costs more
+        ("auto", "cuda", None, False),
+        ("auto", "cuda:1", 10_000, False),
+        ("on", "cuda", None, True),
+        ("on", "cpu", 10, True),
+        ("off", "cpu", 10_000, False),
     ],
 )
-def test_when_a_face_process_is_wanted(choice: str, device: str, expected: bool) -> None:
-    assert wanted(Settings(face_process=choice), device) is expected  # type: ignore[arg-type]
+def test_when_a_face_process_is_wanted(
+    choice: str, device: str, frames: int | None, expected: bool
+) -> None:
+    settings = Settings(face_process=choice)  # type: ignore[arg-type]
+    assert wanted(settings, device, frames) is expected
 
 
 def test_a_makeup_job_runs_its_faces_in_the_runners_process(clip: Path, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, warm_up=False)
+    settings = Settings(data_dir=tmp_path, warm_up=False, face_process="on")  # a short clip
     with running_server(settings) as server:
         for _ in range(2):  # the second job reuses the process
             accepted = httpx.post(
@@ -171,3 +178,22 @@ def test_a_makeup_job_runs_its_faces_in_the_runners_process(clip: Path, tmp_path
             assert status["frames_done"] == FRAMES
         runner = server.app.state.services.jobs
         assert runner._faces is not None and runner._faces.alive
+
+
+def test_the_cli_uses_a_face_process_when_asked(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACESTREAM_FACE_PROCESS", "on")  # auto would skip a 12-frame clip
+    monkeypatch.setenv("FACESTREAM_DATA_DIR", str(tmp_path / "data"))
+    tracked: list[str] = []
+    track = FaceProcess.track
+
+    def recording(self: FaceProcess, path: str | Path) -> object:
+        tracked.append(str(path))
+        return track(self, path)
+
+    monkeypatch.setattr(FaceProcess, "track", recording)
+    output = tmp_path / "out.mp4"
+    assert cli_main(["convert", str(clip), str(output), "--effect", "makeup", "-q"]) == 0
+    assert tracked == [str(clip)]
+    assert summarise(output).pts == summarise(clip).pts

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             args.effect, parse_params(args.param), SOURCE_FACE_ID if args.source_face else None
         )
         callback, bar = _progress_bar(args)
-        faces = _face_process(args.effect, settings)  # starts while the pipeline loads
+        faces = _face_process(args.effect, settings, args.input)  # starts while the rest loads
         result = convert_file(
             args.input,
             args.output,
@@ -178,15 +178,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _face_process(effect: str, settings: Any) -> Any:
-    """A FaceProcess for an effect with faces when Settings.face_process wants one, else None."""
+def _face_process(effect: str, settings: Any, input: Path) -> Any:
+    """A FaceProcess for an effect with faces when Settings.face_process wants one for this
+    input (its length, the device), else None."""
     from engines.effects.registry import get_effect_spec
     from stream.face_process import FaceProcess, wanted
+    from stream.media_probe import probe
 
     spec = get_effect_spec(effect)  # UnknownEffect here is the CLI's one-line error
     if not (spec.needs_faces or spec.needs_landmarks68):
         return None
-    return FaceProcess(settings) if wanted(settings, settings.resolved_device()) else None
+    frames = probe(input).frames  # MediaRejected here is the CLI's one-line error
+    return FaceProcess(settings) if wanted(settings, settings.resolved_device(), frames) else None
 
 
 def _encode_options(args: argparse.Namespace) -> Any:
