@@ -147,6 +147,24 @@ def _row(
     return row
 
 
+def _timed_row(
+    section: str, case: str, device: str, backend: str, spent_ms: list[float]
+) -> dict[str, Any]:
+    """A row of one stream's per-frame times: mean, p50, p95 and fps."""
+    ms = sorted(spent_ms)
+    return _row(
+        section,
+        case,
+        device,
+        backend,
+        1,
+        ms=statistics.fmean(ms),
+        p50_ms=_pct(ms, 50),
+        p95_ms=_pct(ms, 95),
+        fps=1000 / statistics.fmean(ms),
+    )
+
+
 def bench_stages(models: Models, frames: list[np.ndarray], label: str) -> list[dict[str, Any]]:
     """Mean ms per frame of each stage (device synchronised after each)."""
     state = StreamState(detect_every=1)
@@ -173,17 +191,12 @@ def bench_pipeline(
         started = time.perf_counter()
         process_frame(models, frame, state)
         spent.append(time.perf_counter() - started)
-    ms = sorted(1000 * s for s in spent)
-    return _row(
+    return _timed_row(
         "pipeline",
         f"1 stream {frames[0].shape[1]}x{frames[0].shape[0]} crowd (~7 faces), detect every {detect_every}",
         label,
         models.backend,
-        1,
-        ms=statistics.fmean(ms),
-        p50_ms=_pct(ms, 50),
-        p95_ms=_pct(ms, 95),
-        fps=1000 / statistics.fmean(ms),
+        [1000 * s for s in spent],
     )
 
 
@@ -202,18 +215,13 @@ def bench_gan_swap(models: Models, frames: list[np.ndarray], label: str) -> list
             started = time.perf_counter()
             effect.apply(frame.copy(), found)  # the device path ends in its one download
             spent.append(1000 * (time.perf_counter() - started))
-        ms = sorted(spent)
         case = f"{path} path per {frames[0].shape[1]}x{frames[0].shape[0]} frame"
-        rows[path] = _row(
+        rows[path] = _timed_row(
             "gan_swap",
             f"{case} ({statistics.fmean(len(f) for f in faces):.1f} faces)",
             label,
             models.backend,
-            1,
-            ms=statistics.fmean(ms),
-            p50_ms=_pct(ms, 50),
-            p95_ms=_pct(ms, 95),
-            fps=1000 / statistics.fmean(ms),
+            spent,
         )
     rows["device"]["note"] = f"host/device {rows['host']['ms'] / rows['device']['ms']:.2f}x"
     return [rows["host"], rows["device"]]
