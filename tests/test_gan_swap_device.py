@@ -22,13 +22,8 @@ from engines import gpu_ops
 from engines.alignment import Alignment, crop_bounds_in_frame, estimate_alignment, paste_back
 from engines.batching import SchedulerPool
 from engines.effects.base import EffectResources
-from engines.effects.gan_swap import (
-    BatchedSwapper,
-    GanSwapEffect,
-    batched,
-    colour_match,
-    swap_on_device,
-)
+from engines.effects.gan_swap import GanSwapEffect, batched, colour_match, swap_on_device
+from engines.faceswap_gan.batched import BatchedSwapper
 from engines.faceswap_gan.inference import FaceSwapper
 from engines.faceswap_gan.model import Decoder, FaceswapConfig, FaceswapGenerator
 from engines.faceswap_gan.modelfile import export_model, load_model

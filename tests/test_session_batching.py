@@ -21,9 +21,9 @@ from synthetic import linear_path, make_clip
 from engines.batching import BatchScheduler, SchedulerPool
 from engines.detection import FaceDetector
 from engines.effects.base import EffectResources
-from engines.effects.gan_swap import BatchedSwapper
 from engines.effects.registry import build_effect
 from engines.errors import InvalidImage
+from engines.faceswap_gan.batched import BatchedSwapper
 from engines.types import Detections, Face
 from stream.batched_detector import BatchedDetector, run_detections
 from stream.models import SharedModels, batching_enabled, serving_models
