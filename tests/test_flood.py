@@ -79,7 +79,8 @@ def _latencies(source: TimedClipTrack, collector: FrameCollector) -> list[float]
 
 
 async def _slow_consumer(server: RunningServer) -> None:
-    source = TimedClipTrack(_moving_frames(1280, 720, 30), fps=24, loop=True)
+    # 30 fps in; the slow effect manages about 10-17 fps at 720p on 2 cores (quiet or busy).
+    source = TimedClipTrack(_moving_frames(1280, 720, 30), fps=30, loop=True)
     pc, collector, session_id = await connect(server.url, source, SLOW_EFFECT)
     session = server.app.state.services.sessions.get(session_id)
     try:
@@ -97,7 +98,7 @@ async def _slow_consumer(server: RunningServer) -> None:
     assert max(decoded for decoded, _ in samples) <= 2, samples
     assert statistics.mean(encoded for _, encoded in samples) < 1.0, samples
     # The precondition: input clearly faster than processing.
-    assert track.frames_in > 1.5 * track.frames_out, (track.frames_in, track.frames_out)
+    assert track.frames_in > 1.3 * track.frames_out, (track.frames_in, track.frames_out)
     assert track.frames_dropped > 0
     third = max(len(latency) // 3, 3)
     early, late = statistics.median(latency[:third]), statistics.median(latency[-third:])
