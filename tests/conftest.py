@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout; shared/data inside it where only the checkout travels
+# (a lent GPU machine: see docs/GPU_SESSION.md).
+_BESIDE = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_DATA = _BESIDE if _BESIDE.is_dir() else PROJECT_ROOT / "shared" / "data"
 PORTRAITS = ("angelina_jolie", "kate_siegel", "paul_rudd", "shea_whigham")
 
 

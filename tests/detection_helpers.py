@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEO = SHARED_DATA / "video.mp4"
 
 OCCLUDED_FRAMES = range(92, 96)
