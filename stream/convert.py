@@ -34,6 +34,7 @@ from stream.provenance import (
     SIDECAR_SUFFIX,
     ProvenanceInfo,
     ProvenanceRecord,
+    check_markable,
     mark_file,
     provenance_tags,
 )
@@ -263,6 +264,7 @@ def convert_with_pipeline(
     """The conversion loop with a ready pipeline (see convert_file); does not close it."""
     output = Path(output)
     fmt = output_format_name or output_format(output)
+    check_markable(output, settings)
     limits = limits or MediaLimits()
     started = time.perf_counter()
     container = open_input(input, limits)

@@ -198,9 +198,8 @@ def _sign_c2pa(path: Path, info: ProvenanceInfo, settings: Settings) -> str:
 
     if settings.c2pa_cert is None or settings.c2pa_key is None:
         raise ProvenanceError("C2PA signing needs both c2pa_cert and c2pa_key")
-    mime = _C2PA_TYPES.get(path.suffix.lower())
-    if mime is None:
-        raise ProvenanceError(f"C2PA manifests are supported here for MP4/MOV, not {path.suffix}")
+    check_markable(path, settings)
+    mime = _C2PA_TYPES[path.suffix.lower()]
     handle, name = tempfile.mkstemp(prefix=f"{path.name}.c2pa-", dir=path.parent)
     os.close(handle)
     temp = Path(name)
@@ -224,6 +223,22 @@ def _sign_c2pa(path: Path, info: ProvenanceInfo, settings: Settings) -> str:
         raise ProvenanceError(f"C2PA signing of {path.name} failed: {error}") from error
     finally:
         temp.unlink(missing_ok=True)
+
+
+def check_markable(path: Path, settings: Settings) -> None:
+    """Raise ProvenanceError now if `mark_file` could not mark a file at `path` later.
+
+    Call it before a conversion, so that a container the configured C2PA signing
+    cannot carry is refused before any work is done, not after.
+    """
+    if settings.c2pa_cert is None:
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix not in _C2PA_TYPES:
+        raise ProvenanceError(
+            f"C2PA signing is configured, and it can sign only {', '.join(_C2PA_TYPES)} files, "
+            f"not {suffix or 'a file without an extension'}: choose one of those for the output"
+        )
 
 
 def mark_file(path: Path, info: ProvenanceInfo, settings: Settings) -> ProvenanceRecord:

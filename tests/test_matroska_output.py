@@ -13,9 +13,9 @@ import av
 import numpy as np
 import pytest
 from convert_helpers import cut_clip, summarise
-from security_helpers import write_clip
+from security_helpers import make_c2pa_credentials, write_clip
 
-from stream import provenance
+from stream import convert, provenance
 from stream.cli import main as cli_main
 from stream.media_probe import probe
 from stream.provenance import (
@@ -97,3 +97,27 @@ def test_cli_converts_mp4_to_mkv_with_makeup(
     assert sidecar["file"] == "out.mkv" and sidecar["method"] == "metadata"
     info = probe(output)  # facestream accepts its own output as input
     assert (info.width, info.height, info.video_codec) == (480, 270, "h264")
+
+
+def test_cli_refuses_mkv_before_converting_when_c2pa_signing_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """c2pa cannot sign Matroska: the CLI says so before decoding a frame, and loses nothing."""
+    (tmp_path / "c2pa").mkdir()
+    cert, key = make_c2pa_credentials(tmp_path / "c2pa")
+    monkeypatch.setenv("FACESTREAM_C2PA_CERT", str(cert))
+    monkeypatch.setenv("FACESTREAM_C2PA_KEY", str(key))
+    clip = cut_clip(tmp_path / "in.mp4", frames=4, size=(160, 90))
+    output = tmp_path / "out.mkv"
+    output.write_bytes(b"an earlier result")
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the input was opened before the output was checked")
+
+    monkeypatch.setattr(convert, "open_input", no_decoding)
+    code = cli_main(["convert", str(clip), str(output), "--effect", "makeup", "-q"])
+
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(error) == 1 and "can sign only .mp4" in error[0], error
+    assert output.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c2pa", "in.mp4", "out.mkv"]
