@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 from engines.effects.base import EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
-from stream.media_probe import MediaInfo, MediaLimits, check, describe, open_input, probe
+from stream.media_probe import (
+    MediaInfo,
+    MediaLimits,
+    check,
+    check_running,
+    describe,
+    open_input,
+    probe,
+)
 from stream.models import SharedModels
 from stream.pipeline import EffectPipeline, TimingObserver
 from stream.provenance import (
@@ -276,8 +284,18 @@ def convert_with_pipeline(
             tags = provenance_tags(provenance)
             found = faces.track(input) if faces is not None and pipeline.needs_faces else None
             try:
-                frames, audio_packets = _run(
-                    container, info, temp, fmt, pipeline, tags, progress, encode, cancel, found
+                frames, audio_packets, span_s = _run(
+                    container,
+                    info,
+                    temp,
+                    fmt,
+                    pipeline,
+                    tags,
+                    progress,
+                    encode,
+                    cancel,
+                    found,
+                    limits,
                 )
             finally:
                 if found is not None:
@@ -298,7 +316,7 @@ def convert_with_pipeline(
         width=info.width,
         height=info.height,
         frame_rate=info.frame_rate,
-        media_duration_s=info.duration_s,
+        media_duration_s=info.duration_s or span_s,
         wall_s=wall,
         provenance=record,
     )
@@ -334,9 +352,15 @@ def _run(
     encode: EncodeOptions | None,
     cancel: threading.Event | None,
     found: FaceStream | None,
-) -> tuple[int, int]:
+    limits: MediaLimits,
+) -> tuple[int, int, float]:
     """Reader -> pipeline (this thread; faces from `found` when given) -> writer;
-    returns (video frames, audio packets)."""
+    returns (video frames, audio packets, seconds of video from the first frame's
+    time to the end of the last frame).
+
+    Raises MediaRejected once the input runs past `limits`: a container that did not
+    declare its length (a live-recorded Matroska, a raw stream) is held to them here.
+    """
     encode = encode or EncodeOptions()
     stop = threading.Event()
     reader = FrameReader(container, stop)
@@ -358,10 +382,14 @@ def _run(
     pump = Pump(reader, writer, stop)
     started = time.perf_counter()
     done = 0
+    first_s = last_s = 0.0
     try:
         for rgb, time_s in pump.timed_frames():
             if cancel is not None and cancel.is_set():
                 raise ConvertCancelled("the conversion was cancelled")
+            at_s = time_s if time_s is not None else done / float(info.frame_rate)
+            first_s, last_s = (at_s, at_s) if done == 0 else (first_s, at_s)
+            check_running(done + 1, last_s - first_s, limits, info.path.name)
             pump.send(pipeline.finish(pipeline.begin(rgb, found, time_s)).image)
             done += 1
             if progress is not None:
@@ -371,4 +399,5 @@ def _run(
         pump.finish()
     finally:
         pump.close()
-    return done, writer.audio_packets
+    span_s = last_s - first_s + 1 / float(info.frame_rate) if done else 0.0
+    return done, writer.audio_packets, span_s

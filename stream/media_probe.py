@@ -6,8 +6,10 @@ container demuxers (no playlists, no concat lists, no image-sequence patterns, n
 SDP/RTP/device inputs that would make FFmpeg open other files or the network),
 bounded probing. :func:`probe` then checks resolution, frame rate, duration and
 frame count, and that the container's index fits inside the file (a truncated
-faststart MP4 still has its whole sample table), before a single frame is decoded,
-and raises :class:`MediaRejected` with a one-line reason a user can act on.
+faststart MP4 still has its whole sample table; a Matroska Segment declares its
+size), before a single frame is decoded, and raises :class:`MediaRejected` with a
+one-line reason a user can act on. :func:`check_running` holds an input that did
+not declare its length to the same limits while it is decoded.
 """
 
 from __future__ import annotations
@@ -198,15 +200,66 @@ def check_complete(
     """Raise MediaRejected when the container's index points past the end of `path`.
 
     A faststart MP4 (index at the front) cut short still opens and announces every
-    sample; decoding it would silently stop where the data does.
+    sample; decoding it would silently stop where the data does. A Matroska file
+    keeps its index (cues) at the end, so a cut one is found by its Segment's
+    declared size instead.
     """
     size = path.stat().st_size
     end = indexed_end(container)
+    if "matroska" in container.format.name.split(","):
+        end = max(end, matroska_segment_end(path))
     if end > size:
         raise MediaRejected(
             f"input {name or path} is truncated: its index needs {end} bytes but the file has "
             f"{size} ({end - size} missing); upload or copy the complete file"
         )
+
+
+_EBML_ID = 0x1A45DFA3
+_SEGMENT_ID = 0x18538067
+
+
+def _ebml_number(data: bytes, at: int, keep_marker: bool) -> tuple[int, int, bool]:
+    """EBML variable-length number at data[at]: (value, its length, all value bits set).
+
+    IDs keep their length marker bit (keep_marker); sizes drop it. All value bits
+    set means "unknown size". Raises IndexError/ValueError on bytes that are no number.
+    """
+    first = data[at]
+    length = 9 - first.bit_length()
+    if not 1 <= length <= 8:
+        raise ValueError("not an EBML number")
+    value = first if keep_marker else first & (0xFF >> length)
+    for byte in data[at + 1 : at + length]:
+        value = (value << 8) | byte
+    if at + length > len(data):
+        raise IndexError("EBML number cut short")
+    unknown = value == (1 << (7 * length)) - 1 and not keep_marker
+    return value, length, unknown
+
+
+def matroska_segment_end(path: Path) -> int:
+    """The byte offset where a Matroska file's first Segment declares it ends; 0 if unknown.
+
+    0 when the Segment's size is "unknown" (a live recording never finalised) or the
+    header cannot be read. Reads the first 4 KiB only.
+    """
+    with path.open("rb") as file:
+        head = file.read(4096)
+    try:
+        at = 0
+        for expected in (_EBML_ID, _SEGMENT_ID):
+            element, id_length, _ = _ebml_number(head, at, keep_marker=True)
+            size, size_length, unknown = _ebml_number(head, at + id_length, keep_marker=False)
+            if element != expected:
+                return 0
+            at += id_length + size_length
+            if expected == _SEGMENT_ID:
+                return 0 if unknown else at + size
+            at += size
+    except (IndexError, ValueError):
+        return 0
+    return 0
 
 
 def describe(
@@ -277,4 +330,17 @@ def check(info: MediaInfo, limits: MediaLimits, name: str | None = None) -> None
     if info.frames > limits.max_frames:
         raise MediaRejected(
             f"{where} has {info.frames} frames; at most {limits.max_frames} are accepted"
+        )
+
+
+def check_running(frames: int, span_s: float, limits: MediaLimits, name: str) -> None:
+    """Raise MediaRejected when the frames decoded so far already break `limits`.
+
+    frames: decoded so far; span_s: seconds from the first to the latest frame. For
+    inputs whose container did not declare their length (check saw 0), at run time.
+    """
+    if frames > limits.max_frames or span_s > limits.max_duration_s:
+        raise MediaRejected(
+            f"input {name} is longer than accepted: more than {limits.max_frames} frames "
+            f"or {_span(limits.max_duration_s)} (its container did not say how long it is)"
         )
