@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines import gpu_ops
+from engines import gpu_color, gpu_ops
 from engines.alignment import DEFAULT_PADDING, estimate_alignment
 from engines.backends import compile_module, select_backend
 from engines.batching import BatchScheduler
@@ -197,7 +197,7 @@ def swap_faces(
     clock.lap("align")
     rgb, mask = swap(crops * 2.0 - 1.0)
     clock.lap("swap")
-    recoloured = gpu_ops.color_transfer((rgb + 1.0) * 0.5, crops, mask)
+    recoloured = gpu_color.color_transfer((rgb + 1.0) * 0.5, crops, mask)
     clock.lap("colour")
     alpha = gpu_ops.feather_mask(mask, erode_px=max(1, size // 32), blur_sigma=size / 24)
     rois = gpu_ops.paste_rois(matrices, (size, size), (int(image.shape[1]), int(image.shape[2])))

@@ -18,7 +18,7 @@ import torch
 from conftest import SHARED_DATA
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engines import gpu_ops
+from engines import gpu_color, gpu_ops
 from engines.alignment import Alignment, crop_bounds_in_frame, estimate_alignment, paste_back
 from engines.batching import SchedulerPool
 from engines.effects.base import EffectResources
@@ -408,7 +408,7 @@ def test_rgb_colour_transfer_is_the_host_colour_match(small_frame: np.ndarray, w
     else:
         alpha[30, 30] = 0.5  # under one pixel of weight: left as it is
     want = colour_match(generated, original, alpha)
-    got = gpu_ops.color_transfer(
+    got = gpu_color.color_transfer(
         as_float(generated),
         as_float(original),
         torch.from_numpy(alpha)[None, None],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines import gpu_ops
+from engines import gpu_color, gpu_ops
 from engines.errors import InvalidImage
 
 HAS_CUDA = torch.cuda.is_available()
@@ -139,13 +139,13 @@ def test_crop_boxes_with_no_boxes(face: np.ndarray) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_lab_matches_opencv_and_round_trips(face: np.ndarray, device: str) -> None:
-    lab = gpu_ops.rgb_to_lab(as_batch(face, device))
+    lab = gpu_color.rgb_to_lab(as_batch(face, device))
     want = cv2.cvtColor(face, cv2.COLOR_RGB2Lab)
     difference = np.abs(as_image(lab[0]) - want)
     assert (
         difference.max() < 0.5 and difference.mean() < 0.15
     )  # OpenCV interpolates its gamma curve
-    np.testing.assert_allclose(as_image(gpu_ops.lab_to_rgb(lab)[0]), face, atol=1e-4)
+    np.testing.assert_allclose(as_image(gpu_color.lab_to_rgb(lab)[0]), face, atol=1e-4)
 
 
 def reinhard_reference(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -178,7 +178,7 @@ def test_color_transfer_matches_the_reference(
     mask[20:80, 25:70] = 1.0 if masked else 0.0
     mask = mask if masked else np.ones_like(mask)
     want = reinhard_reference(source, target, mask)
-    got = gpu_ops.color_transfer(
+    got = gpu_color.color_transfer(
         as_batch(source, device),
         as_batch(target, device),
         torch.from_numpy(mask)[None, None].to(device),
@@ -278,7 +278,7 @@ def test_a_frame_makes_no_host_sync_between_upload_and_download(
         image = gpu_ops.to_float(gpu_ops.upload_frame(frame, "cuda"))
         device_matrices = gpu_ops.to_device(matrices.astype(np.float32), "cuda")
         crops = gpu_ops.warp_affine(image.expand(2, -1, -1, -1), device_matrices, (128, 128))
-        recoloured = gpu_ops.color_transfer(crops.flip(-1), crops)
+        recoloured = gpu_color.color_transfer(crops.flip(-1), crops)
         alpha = gpu_ops.feather_mask(torch.ones_like(crops[:, :1]), 6, 4.0)
         gpu_ops.paste_back(image, recoloured, device_matrices, alpha, rois)
     finally:

@@ -224,7 +224,7 @@ def swap_on_device(
     RGB mean/spread matched to the crop where alpha is high (when `colour`), then warped
     back and blended, face after face. Reads nothing back from the device.
     """
-    from engines import gpu_ops
+    from engines import gpu_color, gpu_ops
 
     size, count = swapper.size, len(alignments)
     host = np.stack([np.stack([a.matrix, a.inverse]) for a in alignments]).astype(np.float32)
@@ -237,7 +237,7 @@ def swap_on_device(
     faces = (rgb.clamp(-1.0, 1.0) + 1.0) * 0.5
     alpha = gpu_ops.gaussian_blur(mask, blur_sigma, opencv_ksize(blur_sigma)) * edge
     if colour:  # as colour_match: RGB, spread ratio in [0.5, 2], +1e-3 grey levels
-        faces = gpu_ops.color_transfer(
+        faces = gpu_color.color_transfer(
             faces, crops, alpha, 1e-3 / 255, space="rgb", ratio_range=(0.5, 2.0), min_weight=1.0
         )
     shape = (int(image.shape[1]), int(image.shape[2]))
