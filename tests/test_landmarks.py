@@ -128,3 +128,21 @@ def test_landmark_stage_smooths_per_track_and_forgets() -> None:
     stage.process(FrameContext(image=image, index=11, faces=[Face(8, face.box, face.landmarks5)]))
     stage.reset()
     assert stage._smoothers == {}
+
+
+def test_one_predictor_serves_several_threads_at_once() -> None:
+    """With cross-session batching each live session's pipeline runs in its own worker
+    thread, all sharing one dlib predictor: concurrent calls give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [load_rgb(portrait_path(name), 480) for name in PORTRAITS]
+    faces = [[largest_face(image)] for image in images]
+    predictor = landmarker()
+    serial = [
+        predictor.predict_faces(image, face) for image, face in zip(images, faces, strict=True)
+    ]
+    jobs = [i % len(images) for i in range(64)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda i: predictor.predict_faces(images[i], faces[i]), jobs))
+    for i, got in zip(jobs, together, strict=True):
+        np.testing.assert_array_equal(got, serial[i])
