@@ -375,7 +375,8 @@ def _run(
         height=info.height,
         frame_rate=info.frame_rate,
         time_base=info.time_base,
-        audio_template=reader.audio_stream,
+        audio_templates=reader.audio_streams,
+        sample_aspect_ratio=info.sample_aspect_ratio,
         metadata=dict(tags),
     )
     writer = FrameWriter(spec, stop)

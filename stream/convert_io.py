@@ -1,11 +1,14 @@
 """The reader and writer threads of a file conversion (PyAV), and the pump joining them.
 
-FrameReader demuxes and decodes the input in its own thread and hands over RGB frames
-(HxWx3 uint8, host memory) and untouched audio packets, in file order, through a
-bounded queue. FrameWriter owns the output container in its own thread: it encodes
-processed RGB frames (H.264, the input's timestamps) and muxes the audio packets
-unchanged. Pump connects both to the thread that runs the pipeline, keeps each
-frame's timestamp with it, and shuts everything down on error or cancellation.
+FrameReader demuxes and decodes the input in its own thread and hands over upright RGB
+frames (HxWx3 uint8, host memory, the display matrix applied: stream.convert_frames)
+and untouched audio packets of every audio track, in file order, through a bounded
+queue. FrameWriter owns the output container in its own thread: it encodes processed
+RGB frames (H.264, the input's timestamps and pixel aspect ratio) and writes every
+audio track, copied or re-encoded to AAC where the container cannot hold it
+(stream.convert_audio, decided before anything is decoded). Pump connects both to the
+thread that runs the pipeline, keeps each frame's timestamp with it, and shuts
+everything down on error or cancellation.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
+
+from stream.convert_audio import KEPT_TAGS, AacEncoder, AudioRoute, plan_audio
+from stream.convert_frames import encodable_size, rgb_frame, upright_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,8 @@ def stamp_seconds(pts: int | None, time_base: Fraction | None) -> float | None:
 
 
 class FrameReader:
-    """Decodes video[0] of an open input container; copies audio[0] packets.
+    """Decodes video[0] of an open input container (upright, see upright_rgb); passes
+    on the packets of every audio stream.
 
     Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
     then ("end", None, None), or ("error", exception, None).
@@ -73,7 +79,8 @@ class FrameReader:
         self._stop = stop
         self.video_stream = container.streams.video[0]
         self.video_stream.thread_type = "AUTO"
-        self.audio_stream = container.streams.audio[0] if container.streams.audio else None
+        self.audio_streams: tuple[Any, ...] = tuple(container.streams.audio)
+        self.audio_stream = self.audio_streams[0] if self.audio_streams else None
         self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
         self.thread = threading.Thread(
             target=self._run, name="facestream-convert-read", daemon=True
@@ -94,27 +101,26 @@ class FrameReader:
                 _put(self.items, ("error", error, None), self._stop)
 
     def _read(self) -> None:
-        streams = [self.video_stream] + (
-            [self.audio_stream] if self.audio_stream is not None else []
-        )
-        for packet in self._container.demux(*streams):
+        for packet in self._container.demux(self.video_stream, *self.audio_streams):
             if self._stop.is_set():
                 raise _Stopped
-            if packet.stream is self.audio_stream:
+            if packet.stream.type == "audio":
                 if packet.dts is not None and packet.size > 0:
                     _put(self.items, ("audio", packet, None), self._stop)
                 continue
             for frame in packet.decode():
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = upright_rgb(frame)
                 _put(self.items, ("video", rgb, (frame.pts, frame.time_base)), self._stop)
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What the writer produces. width/height: the input's (cropped to even for 4:2:0).
+    """What the writer produces. width/height: the input's upright picture (cropped by
+    a pixel for a side that `pix_fmt`'s chroma subsampling cannot hold; logged).
 
     time_base: the input video's time base; frame timestamps are written in it.
-    audio_template: the input audio stream to copy, or None.
+    audio_templates: the input audio streams to write, in order.
+    sample_aspect_ratio: the input's pixel aspect ratio (None: square).
     """
 
     path: Path
@@ -127,15 +133,18 @@ class OutputSpec:
     height: int
     frame_rate: Fraction
     time_base: Fraction
-    audio_template: Any = None
+    audio_templates: tuple[Any, ...] = ()
+    sample_aspect_ratio: Fraction | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 
 class FrameWriter:
-    """Encodes RGB frames and muxes audio packets into `spec.path` in its own thread.
+    """Encodes RGB frames and writes audio packets into `spec.path` in its own thread.
 
     Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
-    ("end", None, None). `error` holds what stopped it, if anything.
+    ("end", None, None). `error` holds what stopped it, if anything. Construction
+    decides each audio track's route (copy or AAC) and raises AudioNotWritable at
+    once for one that fits neither; nothing has been decoded then.
     """
 
     def __init__(self, spec: OutputSpec, stop: threading.Event) -> None:
@@ -145,6 +154,20 @@ class FrameWriter:
         self.error: BaseException | None = None
         self.finished = False
         self.audio_packets = 0
+        self.audio_routes: list[AudioRoute] = plan_audio(
+            spec.audio_templates, spec.format_name, public_name(spec.path)
+        )
+        self.width, self.height = encodable_size(spec.width, spec.height, spec.pix_fmt)
+        if (self.width, self.height) != (spec.width, spec.height):
+            logger.warning(
+                "%s: the %dx%d picture is written as %dx%d (%s cannot hold odd sides)",
+                public_name(spec.path),
+                spec.width,
+                spec.height,
+                self.width,
+                self.height,
+                spec.pix_fmt,
+            )
         self._last_pts: int | None = None
         self._step = max(round(1 / (spec.frame_rate * spec.time_base)), 1) if spec.frame_rate else 1
         self.thread = threading.Thread(
@@ -154,7 +177,8 @@ class FrameWriter:
     def start(self) -> None:
         self.thread.start()
 
-    def _open(self) -> tuple[Any, Any, Any]:
+    def _open(self) -> tuple[Any, Any, dict[int, Any]]:
+        """(output, video stream, {input audio index: output stream or AacEncoder})."""
         spec = self.spec
         options = {"movflags": "+faststart"} if spec.format_name in ("mp4", "mov") else {}
         output = av.open(str(spec.path), mode="w", format=spec.format_name, options=options)
@@ -165,23 +189,37 @@ class FrameWriter:
                 rate=spec.frame_rate,
                 options={"crf": str(spec.crf), "preset": spec.preset},
             )
-            video.width, video.height = spec.width - spec.width % 2, spec.height - spec.height % 2
+            video.width, video.height = self.width, self.height
             video.pix_fmt = spec.pix_fmt
             video.time_base = spec.time_base
             video.codec_context.time_base = spec.time_base
-            audio = None
-            if spec.audio_template is not None:
-                audio = output.add_stream_from_template(spec.audio_template)
+            if spec.sample_aspect_ratio:
+                video.codec_context.sample_aspect_ratio = spec.sample_aspect_ratio
+            audio = {
+                route.template.index: self._add_audio(output, route) for route in self.audio_routes
+            }
         except BaseException:
             output.close()
             raise
         return output, video, audio
 
+    @staticmethod
+    def _add_audio(output: Any, route: AudioRoute) -> Any:
+        """The output stream for `route` (copied), or an AacEncoder (re-encoded)."""
+        target: Any = AacEncoder(output, route.template) if route.reencode else None
+        stream = (
+            target.stream if target is not None else output.add_stream_from_template(route.template)
+        )
+        for key, value in route.template.metadata.items():
+            if key.lower() in KEPT_TAGS:
+                stream.metadata[key.lower()] = value
+        return target if target is not None else stream
+
     def _run(self) -> None:
         try:
             output, video, audio = self._open()
         except Exception as error:
-            self.error = error
+            self.error = renamed(error, self.spec.path)
             return
         try:
             self._write(output, video, audio)
@@ -190,40 +228,43 @@ class FrameWriter:
             pass
         except Exception as error:
             logger.debug("writer failed", exc_info=True)
-            self.error = error
+            self.error = renamed(error, self.spec.path)
         finally:
             try:
                 output.close()
             except Exception as error:
-                self.error = self.error or error
+                self.error = self.error or renamed(error, self.spec.path)
                 self.finished = False
 
-    def _write(self, output: Any, video: Any, audio: Any) -> None:
+    def _write(self, output: Any, video: Any, audio: dict[int, Any]) -> None:
         while True:
             kind, payload, stamp = _get_until_stopped(self.items, self._stop)
             if kind == "end":
                 break
             if kind == "audio":
-                payload.stream = audio
-                output.mux(payload)
-                self.audio_packets += 1
+                self._write_audio(output, audio[payload.stream.index], payload)
                 continue
-            for packet in video.encode(self._frame(payload, stamp, video)):
+            for packet in video.encode(self._frame(payload, stamp)):
                 output.mux(packet)
         for packet in video.encode(None):
             output.mux(packet)
+        for target in audio.values():
+            if isinstance(target, AacEncoder):
+                output.mux(target.flush())
 
-    def _frame(
-        self, rgb: np.ndarray, stamp: tuple[int | None, Fraction | None], video: Any
-    ) -> av.VideoFrame:
-        height, width = video.height, video.width
+    def _write_audio(self, output: Any, target: Any, packet: Any) -> None:
+        self.audio_packets += 1
+        if isinstance(target, AacEncoder):
+            output.mux(target.encode(packet))
+            return
+        packet.stream = target
+        output.mux(packet)
+
+    def _frame(self, rgb: np.ndarray, stamp: tuple[int | None, Fraction | None]) -> av.VideoFrame:
+        height, width = self.height, self.width
         if rgb.shape[0] != height or rgb.shape[1] != width:
             rgb = np.ascontiguousarray(rgb[:height, :width])
-        if self.spec.pix_fmt == "yuv420p":  # OpenCV's conversion is ~3x cheaper than swscale's
-            yuv: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        else:
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = rgb_frame(rgb, self.spec.pix_fmt)
         pts, time_base = stamp
         if pts is not None and time_base is not None and time_base != self.spec.time_base:
             pts = round(pts * time_base / self.spec.time_base)
@@ -233,6 +274,21 @@ class FrameWriter:
         frame.pts = pts
         frame.time_base = self.spec.time_base
         return frame
+
+
+def public_name(path: Path) -> str:
+    """How messages call an output being written to `path`: its final name, without
+    the temporary ``.part-XXXX`` suffix (stream.convert writes OUTPUT.part-XXXX)."""
+    name = path.name
+    return str(path.with_name(name.split(".part-", 1)[0])) if ".part-" in name else str(path)
+
+
+def renamed(error: BaseException, path: Path) -> BaseException:
+    """`error`, with an FFmpeg error about the temporary `path` retold about the output's
+    final name, so no message shows the temporary file."""
+    if isinstance(error, av.error.FFmpegError) and error.filename == str(path):
+        return type(error)(error.errno or 0, error.strerror or "", public_name(path))
+    return error
 
 
 def _get_until_stopped(source: queue.Queue[Any], stop: threading.Event) -> Any:

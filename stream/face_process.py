@@ -262,6 +262,7 @@ def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None
     None (or the error). Times as the parent's FrameReader gives them."""
     import av
 
+    from stream.convert_frames import upright_rgb
     from stream.convert_io import stamp_seconds
 
     try:
@@ -273,7 +274,7 @@ def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None
                     if halt.is_set():
                         return
                     time_s = stamp_seconds(frame.pts, frame.time_base)
-                    frames.put((frame.to_ndarray(format="rgb24"), time_s))
+                    frames.put((upright_rgb(frame), time_s))
         frames.put(None)
     except Exception as error:
         frames.put(error)

@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 import av.container
 
+from stream.media_matroska import matroska_segment_end, tag_int, tag_seconds
+
 logger = logging.getLogger(__name__)
 
 # FFmpeg demuxer names that may be opened. Matching is by name component, so "mov"
@@ -78,7 +80,11 @@ class MediaInfo:
     frame_rate: the video stream's average frame rate (frames per second, exact).
     time_base: the video stream's time base (seconds per pts tick).
     frames: frames in the video stream, from the container or estimated from
-        duration x frame rate.
+        the video stream's duration x frame rate.
+    width, height: the picture as it is shown, i.e. after `rotation`.
+    rotation: counter-clockwise degrees (0, 90, 180 or 270) the display matrix turns
+        the coded picture by; the conversion applies it (stream.convert_frames).
+    sample_aspect_ratio: the pixels' width:height as shown (None: square or unknown).
     """
 
     path: Path
@@ -91,6 +97,9 @@ class MediaInfo:
     frames: int
     video_codec: str
     audio_codec: str | None
+    rotation: int = 0
+    sample_aspect_ratio: Fraction | None = None
+    audio_codecs: tuple[str, ...] = ()
 
     @property
     def fps(self) -> float:
@@ -215,57 +224,14 @@ def check_complete(
         )
 
 
-_EBML_ID = 0x1A45DFA3
-_SEGMENT_ID = 0x18538067
-
-
-def _ebml_number(data: bytes, at: int, keep_marker: bool) -> tuple[int, int, bool]:
-    """EBML variable-length number at data[at]: (value, its length, all value bits set).
-
-    IDs keep their length marker bit (keep_marker); sizes drop it. All value bits
-    set means "unknown size". Raises IndexError/ValueError on bytes that are no number.
-    """
-    first = data[at]
-    length = 9 - first.bit_length()
-    if not 1 <= length <= 8:
-        raise ValueError("not an EBML number")
-    value = first if keep_marker else first & (0xFF >> length)
-    for byte in data[at + 1 : at + length]:
-        value = (value << 8) | byte
-    if at + length > len(data):
-        raise IndexError("EBML number cut short")
-    unknown = value == (1 << (7 * length)) - 1 and not keep_marker
-    return value, length, unknown
-
-
-def matroska_segment_end(path: Path) -> int:
-    """The byte offset where a Matroska file's first Segment declares it ends; 0 if unknown.
-
-    0 when the Segment's size is "unknown" (a live recording never finalised) or the
-    header cannot be read. Reads the first 4 KiB only.
-    """
-    with path.open("rb") as file:
-        head = file.read(4096)
-    try:
-        at = 0
-        for expected in (_EBML_ID, _SEGMENT_ID):
-            element, id_length, _ = _ebml_number(head, at, keep_marker=True)
-            size, size_length, unknown = _ebml_number(head, at + id_length, keep_marker=False)
-            if element != expected:
-                return 0
-            at += id_length + size_length
-            if expected == _SEGMENT_ID:
-                return 0 if unknown else at + size
-            at += size
-    except (IndexError, ValueError):
-        return 0
-    return 0
-
-
 def describe(
     container: av.container.InputContainer, path: Path, name: str | None = None
 ) -> MediaInfo:
-    """MediaInfo of an open container; raises MediaRejected when it has no usable video."""
+    """MediaInfo of an open container; raises MediaRejected when it has no usable video.
+
+    Reads no packet of `container`; the display rotation is read from the first frame
+    of a second, short-lived opening of `path` (see display_rotation).
+    """
     name = name or str(path)
     if not container.streams.video:
         raise MediaRejected(f"input {name} has no video stream")
@@ -276,30 +242,97 @@ def describe(
     rate = video.average_rate or video.guessed_rate or video.base_rate
     frame_rate = Fraction(rate) if rate else Fraction(0)
     duration_s = _duration_s(container, video)
-    frames = int(video.frames or 0)
-    if frames <= 0 and frame_rate > 0:
-        frames = math.ceil(duration_s * float(frame_rate))
-    audio = container.streams.audio[0] if container.streams.audio else None
+    frames = _frame_count(video, _video_duration_s(video) or duration_s, frame_rate)
+    width, height = int(context.width or 0), int(context.height or 0)
+    turns = display_rotation(path, width, height) // 90
+    sar = _sample_aspect_ratio(video)
+    if turns % 2:
+        width, height = height, width
+        sar = 1 / sar if sar else None
+    audio_codecs = tuple(stream.codec_context.name for stream in container.streams.audio)
     return MediaInfo(
         path=path,
         format_name=container.format.name,
-        width=int(context.width or 0),
-        height=int(context.height or 0),
+        width=width,
+        height=height,
         frame_rate=frame_rate,
         time_base=Fraction(video.time_base),
         duration_s=duration_s,
         frames=frames,
         video_codec=context.name,
-        audio_codec=audio.codec_context.name if audio is not None else None,
+        audio_codec=audio_codecs[0] if audio_codecs else None,
+        rotation=turns * 90,
+        sample_aspect_ratio=sar,
+        audio_codecs=audio_codecs,
     )
 
 
+def _sample_aspect_ratio(video: av.VideoStream) -> Fraction | None:
+    sar = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
+    if not sar or sar <= 0 or sar == 1:
+        return None
+    return Fraction(sar)
+
+
+# The display matrix is read from a decoded frame only up to this coded size (larger
+# inputs are refused by `check` anyway) and within this many packets of the start.
+_ROTATION_MAX_PIXELS = 8192 * 8192
+_ROTATION_MAX_PACKETS = 256
+
+
+def display_rotation(path: Path, width: int, height: int) -> int:
+    """Counter-clockwise degrees (0, 90, 180, 270) of the first video frame's display
+    matrix; 0 when it has none or cannot be read (the conversion reports that later).
+
+    PyAV 18 exposes the matrix only on decoded frames (``VideoFrame.rotation``), so
+    this decodes the first frame of a separate opening of `path` (width x height: the
+    coded size, to skip absurdly large ones).
+    """
+    from stream.convert_frames import quarter_turns
+
+    if not 0 < width * height <= _ROTATION_MAX_PIXELS:
+        return 0
+    try:
+        with av.open(str(path), mode="r", options=_open_options(MediaLimits())) as container:
+            stream = container.streams.video[0]
+            for count, packet in enumerate(container.demux(stream)):
+                for frame in packet.decode():
+                    return quarter_turns(frame.rotation) * 90
+                if count >= _ROTATION_MAX_PACKETS:
+                    break
+    except (av.error.FFmpegError, OSError, IndexError, ValueError):
+        logger.debug("no display rotation read from %s", path, exc_info=True)
+    return 0
+
+
+def _frame_count(video: av.VideoStream, duration_s: float, frame_rate: Fraction) -> int:
+    """Frames in `video`: the container's count, a Matroska NUMBER_OF_FRAMES tag, or
+    the video's duration x its frame rate (rounded up, ignoring float noise)."""
+    frames = int(video.frames or 0)
+    if frames <= 0:
+        frames = tag_int(video.metadata, "NUMBER_OF_FRAMES")
+    if frames <= 0 and frame_rate > 0:
+        frames = math.ceil(duration_s * float(frame_rate) - 1e-6)
+    return frames
+
+
 def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -> float:
+    """The length the limits are checked against: the video stream's duration, else the
+    container's (as declared: a file claiming 1000 hours is refused up front)."""
     if video.duration is not None and video.time_base is not None:
         return float(video.duration * video.time_base)
     if container.duration is not None:
         return container.duration / av.time_base
     return 0.0
+
+
+def _video_duration_s(video: av.VideoStream) -> float | None:
+    """The video stream's own length where it says: its duration, else its Matroska
+    DURATION tag. The container's duration also spans audio running past the last
+    frame, so a frame count estimated from it comes out high."""
+    if video.duration is not None and video.time_base is not None:
+        return float(video.duration * video.time_base)
+    return tag_seconds(video.metadata, "DURATION")
 
 
 def _span(seconds: float) -> str:

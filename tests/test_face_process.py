@@ -17,6 +17,7 @@ from server_helpers import running_server
 from engines.effects.base import EffectResources
 from stream.cli import main as cli_main
 from stream.convert import convert_file
+from stream.convert_frames import upright_rgb
 from stream.face_process import MIN_FRAMES, FaceProcess, FaceProcessError, wanted
 from stream.face_stage import FaceStage
 from stream.models import SharedModels
@@ -48,7 +49,7 @@ def process(settings: Settings) -> Iterator[FaceProcess]:
 
 def _rgb_frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        return [upright_rgb(frame) for frame in container.decode(video=0)]  # as FrameReader
 
 
 def test_faces_equal_the_face_stage_run_here(
