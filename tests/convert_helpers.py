@@ -112,3 +112,86 @@ def cut_clip(
                 packet.stream = out_audio
                 out.mux(packet)
     return path
+
+
+def phone_clip(
+    path: Path,
+    upright: np.ndarray,
+    rotation: int,
+    frames: int = 6,
+    container: str = "mp4",
+) -> Path:
+    """A clip as a phone records it: `upright` (HxWx3 uint8 RGB, even sides) is stored
+    turned so that only a player applying the display matrix (`rotation`: the
+    counter-clockwise degrees PyAV's VideoFrame.rotation reads back) shows it upright.
+    25 fps, pts 0..frames-1 in 1/25 s; each frame shifted by a pixel so none repeats."""
+    coded = np.ascontiguousarray(np.rot90(upright, -(rotation // 90)))
+    with av.open(str(path), "w", format=container) as out:
+        video: Any = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        video.height, video.width = coded.shape[:2]
+        video.pix_fmt = "yuv420p"
+        video.codec_context.time_base = Fraction(1, 25)
+        if rotation % 360:
+            video.set_display_rotation(rotation)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(coded, index, axis=1), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return path
+
+
+def upright_frames(path: Path) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """(RGB frames with their display matrix applied, pts, rotations read) of `path`."""
+    images, pts, rotations = [], [], []
+    with av.open(str(path)) as container:
+        frame: Any
+        for frame in container.decode(video=0):
+            turns = round(frame.rotation / 90) % 4
+            images.append(np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns)))
+            pts.append(frame.pts)
+            rotations.append(frame.rotation)
+    return images, pts, rotations
+
+
+def audio_clip(
+    path: Path,
+    tracks: list[tuple[str, str | None]],
+    container: str,
+    video_codec: str = "libx264",
+    frames: int = 10,
+    channels: int = 2,
+) -> Path:
+    """A 160x120 clip, 25 fps, with one audio track per (codec, language) in `tracks`:
+    a 440 Hz tone at 48 kHz, as long as the video."""
+    layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    with av.open(str(path), "w", format=container) as out:
+        video: Any = out.add_stream(video_codec, rate=25)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 25)
+        audio: list[Any] = []
+        for codec, language in tracks:
+            stream: Any = out.add_stream(codec, rate=48000, layout=layout)
+            if language:
+                stream.metadata["language"] = language
+            audio.append(stream)
+        for index in range(frames):
+            image = np.full((120, 160, 3), 40 + 15 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        samples = 48000 * frames // 25
+        tone = np.sin(2 * np.pi * 440 * np.arange(samples) / 48000).astype(np.float32)
+        for stream in audio:
+            planes = np.tile(tone * 0.3, (channels, 1))
+            sound = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
+            sound.sample_rate, sound.pts, sound.time_base = 48000, 0, Fraction(1, 48000)
+            for packet in [*stream.encode(sound), *stream.encode(None)]:
+                out.mux(packet)
+    return path
