@@ -73,6 +73,30 @@ async def test_whep_player_receives_the_processed_whip_stream(server: RunningSer
         await publisher.pc.close()
 
 
+async def test_several_players_watch_one_stream_at_once(server: RunningServer) -> None:
+    """Three WHEP players of one stream share each processed frame: every one keeps getting
+    frames, and the server lives (an rgb24 frame shared by several encoder threads crashed
+    libswscale or froze a player within seconds)."""
+    source = ClipTrack(clip_frames(60), fps=30, loop=True)
+    publisher = await whip_publish(server.url, source, "?effect=none&stream=crowd", TOKEN)
+    players = [await whep_play(server.url, "crowd", TOKEN) for _ in range(3)]
+    try:
+        for player in players:
+            await player.collector.wait_for(10, timeout=60)
+        counts = [len(player.collector.frames) for player in players]
+        await asyncio.sleep(4.0)
+        gained = [
+            len(p.collector.frames) - before for p, before in zip(players, counts, strict=True)
+        ]
+        assert min(gained) >= 30, gained  # about 4 s at 15-30 fps each, none frozen
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            assert (await client.get("/healthz")).json()["status"] == "ok"
+    finally:
+        for player in players:
+            await player.pc.close()
+        await publisher.pc.close()
+
+
 async def test_a_new_publisher_replaces_the_old_one_on_the_same_stream(
     server: RunningServer,
 ) -> None:
