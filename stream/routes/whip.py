@@ -13,12 +13,17 @@ POST /whep/{session}         `session`: a session id or a stream name; body: a
 DELETE /whep/{session}/{player_id}   ends that player only.
 PATCH on either resource: 405 — aiortc does not trickle ICE; clients must put
     their candidates in the offer (OBS and browsers that wait for gathering do).
+OPTIONS /whip and /whep/{session}: 200 with `Accept-Post: application/sdp` (RFC 9725
+    section 4.2); CORS preflights from allowed origins (Settings.cors_origins) are
+    answered by the security middleware before they get here.
 
 Authentication: when Settings.whip_token is set, or the server requires API tokens
 (stream.security: any non-loopback host by default), every WHIP and WHEP request
 must carry `Authorization: Bearer <token>` with the WHIP token or an API token;
 otherwise 401 with `WWW-Authenticate: Bearer`. (When API tokens are required, the
-security middleware checks /whip first, against the API tokens only.)
+security middleware checks these paths first, against the same tokens.) A session
+published with the WHIP token may be changed with it on /sessions/{id} too
+(stream.security.auth.WHIP_SESSIONS).
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ _NO_TRICKLE = "this server does not support trickle ICE; send every candidate in
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    registry = LiveRegistry(app.state.services.sessions)
+    services: Services = app.state.services
+    registry = LiveRegistry(
+        services.sessions, connect_timeout_s=services.settings.session_connect_timeout_s
+    )
     app.state.live = registry
     try:
         yield
@@ -67,15 +75,16 @@ def get_live(request: Request) -> LiveRegistry:
 LiveDep = Annotated[LiveRegistry, Depends(get_live)]
 
 
-def check_whip_token(settings: Settings, authorization: str | None) -> None:
+def check_whip_token(settings: Settings, authorization: str | None) -> bool:
     """Raise Unauthorized unless `authorization` carries an accepted token, when one is needed.
 
     A token is needed when Settings.whip_token is set or the server requires API tokens
     (stream.security.auth_required); accepted: whip_token and every API token.
+    Returns True when the token given is the WHIP token.
     """
     accepted = [settings.whip_token] if settings.whip_token else []
     if not accepted and not auth_required(settings):
-        return
+        return False
     accepted += settings.api_tokens
     scheme, _, given = (authorization or "").strip().partition(" ")
     given = given.strip()
@@ -86,6 +95,8 @@ def check_whip_token(settings: Settings, authorization: str | None) -> None:
         matched |= hmac.compare_digest(token.encode(), given.encode())
     if not matched:
         raise Unauthorized("the Bearer token is not valid for WHIP/WHEP on this server")
+    whip = settings.whip_token or ""
+    return bool(whip) and hmac.compare_digest(whip.encode(), given.encode())
 
 
 async def _sdp_offer(request: Request, settings: Settings) -> RTCSessionDescription:
@@ -119,7 +130,7 @@ def effect_from_query(request: Request) -> EffectChoice:
 
 @router.post("/whip")
 async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -> Response:
-    check_whip_token(services.settings, request.headers.get("authorization"))
+    by_whip_token = check_whip_token(services.settings, request.headers.get("authorization"))
     offer = await _sdp_offer(request, services.settings)
     stream = request.query_params.get("stream") or DEFAULT_STREAM
     if len(stream) > 64 or not stream.replace("-", "").replace("_", "").isalnum():
@@ -133,7 +144,7 @@ async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -
         raise HTTPException(400, detail=f"unusable offer: {error}") from error
     if key is not None:
         await _key_background(services, session, choice, key)
-    await live.add_publisher(session, stream)
+    await live.add_publisher(session, stream, by_whip_token)
     return _sdp_answer(answer.sdp, f"/whip/{session.id}", session.id)
 
 
@@ -163,6 +174,13 @@ async def whip_end(
     check_whip_token(services.settings, request.headers.get("authorization"))
     await live.end_publisher(session_id)  # SessionNotFound -> 404
     return Response(status_code=200)
+
+
+@router.options("/whip")
+@router.options("/whep/{session}")
+async def whip_options() -> Response:
+    """RFC 9725 4.2: OPTIONS is answered 200 with the media type POST takes."""
+    return Response(status_code=200, headers={"Accept-Post": SDP_TYPE, "Allow": "POST, OPTIONS"})
 
 
 @router.patch("/whip/{session_id}")

@@ -4,6 +4,11 @@ Tokens come from Settings.api_tokens. Authentication is required when
 Settings.require_auth is True, off when False, and by default (None) required
 exactly when the server listens on anything but a loopback address: a server
 on 127.0.0.1 serves only its own machine, one on 0.0.0.0 serves the network.
+
+Settings.whip_token (the one token OBS holds) is accepted on /whip and /whep, and on
+/sessions/{id} for exactly the sessions published on /whip with it (`WHIP_SESSIONS`),
+so a streamer can change or end their own stream's effect; never on other sessions
+or other endpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +30,37 @@ PROTECTED_PREFIXES = ("/offer", "/whip", "/jobs", "/faces", "/similarity", "/ses
 
 class Unauthorized(PermissionError):
     """The request lacks a valid Bearer token; the message says how to send one."""
+
+
+class WhipSessionGrants:
+    """Ids of the live sessions published with the WHIP token (event loop only).
+
+    stream.live grants a session when its publisher used the WHIP token and revokes it when
+    the session ends. Session ids are random 128-bit hex, unique across servers in a process.
+    """
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+
+    def grant(self, session_id: str) -> None:
+        self._ids.add(session_id)
+
+    def revoke(self, session_id: str) -> None:
+        self._ids.discard(session_id)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._ids
+
+
+WHIP_SESSIONS = WhipSessionGrants()
+
+
+def whip_token_allowed(path: str) -> bool:
+    """Whether the WHIP token is accepted on `path`: WHIP, WHEP and its own sessions."""
+    if path.startswith(("/whip", "/whep")):
+        return True
+    prefix, _, session_id = path.partition("/sessions/")
+    return prefix == "" and "/" not in session_id and session_id in WHIP_SESSIONS
 
 
 def is_loopback(host: str) -> bool:
@@ -74,7 +110,8 @@ def check_bearer(settings: Settings, authorization: str | None, path: str = "") 
 
     Raises Unauthorized when auth is required and the header is missing,
     not a Bearer token, or not one of Settings.api_tokens (compared in constant time).
-    On /whip and /whep paths Settings.whip_token is accepted too (OBS holds only that).
+    Settings.whip_token is accepted too on /whip and /whep (OBS holds only that) and on
+    /sessions/{id} of a session published with it (whip_token_allowed).
     """
     if not auth_required(settings):
         return None
@@ -85,7 +122,7 @@ def check_bearer(settings: Settings, authorization: str | None, path: str = "") 
             "this endpoint needs a token: send the header Authorization: Bearer <token>"
         )
     accepted = list(settings.api_tokens)
-    if settings.whip_token and path.startswith(("/whip", "/whep")):
+    if settings.whip_token and whip_token_allowed(path):
         accepted.append(settings.whip_token)
     matched = False
     for candidate in accepted:
