@@ -7,6 +7,9 @@ import importlib
 import logging
 import os
 import sys
+from contextlib import nullcontext
+
+from stream.commands.common import describe_interrupt, interrupt_status, stop_signals_raise
 
 _COMMANDS = ("serve", "convert", "effects", "bench", "extract", "train")
 
@@ -15,7 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facestream", description="Real-time face-effects video server and converter."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log lines: -v info, -vv debug (default: warnings only; serve logs info)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
         module = importlib.import_module(f"stream.commands.{name}")
@@ -34,19 +43,31 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def log_level(command: str, verbosity: int) -> int:
+    """WARNING by default, so log lines do not break a progress bar; INFO for the server
+    (its access and job logs) and with -v; DEBUG with -vv."""
+    if verbosity >= 2:
+        return logging.DEBUG
+    return logging.INFO if verbosity == 1 or command == "serve" else logging.WARNING
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=log_level(args.command, args.verbose),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The server has its own signal handling (uvicorn); every other command unwinds on
+    # SIGTERM / SIGHUP as on Ctrl-C, so what it leaves half-done is cleaned up.
+    signals = nullcontext() if args.command == "serve" else stop_signals_raise()
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("facestream: interrupted", file=sys.stderr)
-        return 130
+        with signals:
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as error:
+        print(f"facestream: {describe_interrupt(error)}", file=sys.stderr)
+        return interrupt_status(error)
 
 
 if __name__ == "__main__":

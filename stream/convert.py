@@ -13,9 +13,10 @@ so an interrupted run leaves no half file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -140,6 +141,20 @@ def output_format(output: Path) -> str:
     return fmt
 
 
+def check_output(input: str | Path, output: str | Path) -> None:
+    """ValueError, before any work, for an OUTPUT that cannot be written: an extension
+    facestream does not write, a missing folder, an existing folder, or INPUT itself
+    (also through a link). An existing file is overwritten, as cp and FFmpeg's -y do."""
+    output = Path(output)
+    output_format(output)
+    if output.is_dir():
+        raise ValueError(f"output {output} is a folder: name a file, e.g. {output / 'out.mp4'}")
+    if not output.parent.is_dir():
+        raise ValueError(f"output folder {output.parent} does not exist")
+    if output.exists() and Path(input).exists() and os.path.samefile(input, output):
+        raise ValueError(f"output {output} is the input file: write the result to another file")
+
+
 def prepare_params(
     effect_name: str, params: Mapping[str, Any], source_face: str | None
 ) -> dict[str, Any]:
@@ -212,6 +227,7 @@ def convert_file(
     """
     output = Path(output)
     fmt = output_format(output)
+    check_output(input, output)
     spec = get_effect_spec(effect_name)
     values = spec.validate(params)  # fail before opening anything
     probe(input, limits)  # and before loading any model
@@ -251,7 +267,7 @@ def _provenance(
         job_id=job_id,
         face_id=face_ids[0] if face_ids else None,
         source_name=source_name,
-        labelled=settings.label_swaps,
+        labelled=settings.label_swaps and spec.changes_identity,  # the label is drawn then
     )
 
 
@@ -272,6 +288,7 @@ def convert_with_pipeline(
     """The conversion loop with a ready pipeline (see convert_file); does not close it."""
     output = Path(output)
     fmt = output_format_name or output_format(output)
+    check_output(input, output)
     check_markable(output, settings)
     limits = limits or MediaLimits()
     started = time.perf_counter()
@@ -333,12 +350,13 @@ def _mark(output: Path, provenance: ProvenanceInfo, settings: Settings) -> Prove
 
 
 def _temp_path(output: Path) -> Path:
-    """An empty, unique OUTPUT.part-XXXX in OUTPUT's folder (so os.replace is atomic)."""
-    if not output.parent.is_dir():
-        raise ValueError(f"output folder {output.parent} does not exist")
-    handle, name = tempfile.mkstemp(prefix=f"{output.name}.part-", dir=output.parent)
-    os.close(handle)
-    return Path(name)
+    """An empty, unique OUTPUT.part-XXXX in OUTPUT's folder (so os.replace is atomic),
+    made with mode 0666 less the umask, as any new file (mkstemp's 0600 would stay)."""
+    while True:
+        path = output.with_name(f"{output.name}.part-{secrets.token_hex(4)}")
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
 
 
 def _run(

@@ -73,7 +73,8 @@ class FaceProcess:
             name="facestream-faces",
             daemon=True,
         )
-        self._process.start()
+        with _sigint_ignored():  # inherited: the child ignores Ctrl-C from its first moment
+            self._process.start()
         child_conn.close()
         self._ready = False
         self._lock = threading.Lock()
@@ -185,10 +186,33 @@ class FaceStream:
 # --- the child -----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while a child is started (main thread only: elsewhere Python cannot
+    set handlers, and a non-main thread never gets the KeyboardInterrupt anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _child_main(conn: Connection, settings: dict[str, Any]) -> None:
-    """Load the face stage's models, then serve ("track", path) until ("quit",)."""
+    """Load the face stage's models, then serve ("track", path) until ("quit",).
+
+    Ctrl-C reaches the whole process group; the child ignores it (no traceback of its
+    own): the parent unwinds and closes it, or it sees the pipe end and returns.
+    """
+    import signal
+
     from stream.cli import quiet_openmp
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet_openmp()
     import torch
 

@@ -102,13 +102,7 @@ class FaceStore(Mapping[str, np.ndarray]):
                 "consent is required: confirm that you have the right to use this person's face"
             )
         image = _as_rgb(image)
-        # Faces are counted on a copy of at most _DETECT_SIDE pixels (a phone photo at
-        # full size would take seconds); the crop is cut from the full-size image.
-        scale = min(1.0, _DETECT_SIDE / max(image.shape[:2]))
-        small = image
-        if scale < 1.0:
-            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        box = _single_face_box((detector or self._default_detector()).detect([small])[0]) / scale
+        box = find_single_face(image, detector or self._default_detector())
         crop = _crop_around(image, box)
         face_id = uuid.uuid4().hex
         with self._lock:
@@ -192,12 +186,23 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _single_face_box(found: _FaceResult) -> np.ndarray:
-    """The box of the one face in a detector result, or NoFaceFound / TooManyFaces."""
-    boxes = np.asarray(found.boxes, np.float32).reshape(-1, 4)
+def find_single_face(image: np.ndarray, detector: FaceFinder, verb: str = "upload") -> np.ndarray:
+    """The (4,) float32 box x1,y1,x2,y2 of the one face in `image` (HxWx3 uint8 RGB), in
+    its pixels; NoFaceFound or TooManyFaces otherwise. Faces under _MIN_RELATIVE_SIZE of
+    the largest do not count. verb: what the caller does with a photo ("upload" over
+    HTTP, "give" on the command line), for the messages.
+    """
+    # Faces are counted on a copy of at most _DETECT_SIDE pixels (a phone photo at
+    # full size would take seconds); the box is scaled back to the full image.
+    scale = min(1.0, _DETECT_SIDE / max(image.shape[:2]))
+    small = image
+    if scale < 1.0:
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    boxes = np.asarray(detector.detect([small])[0].boxes, np.float32).reshape(-1, 4)
     if len(boxes) == 0:
         raise NoFaceFound(
-            "no face found in the image: upload a photo with one clearly visible, front-facing face"
+            f"no face found in the image: {verb} a photo with one clearly visible, "
+            "front-facing face"
         )
     sizes = np.sqrt(
         np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
@@ -205,9 +210,9 @@ def _single_face_box(found: _FaceResult) -> np.ndarray:
     counted = sizes >= _MIN_RELATIVE_SIZE * sizes.max()
     if counted.sum() > 1:
         raise TooManyFaces(
-            f"the image shows {int(counted.sum())} faces: upload a photo of exactly one person"
+            f"the image shows {int(counted.sum())} faces: {verb} a photo of exactly one person"
         )
-    return boxes[int(np.argmax(sizes))]
+    return boxes[int(np.argmax(sizes))] / scale
 
 
 def _crop_around(image: np.ndarray, box: np.ndarray) -> np.ndarray:

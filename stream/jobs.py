@@ -58,6 +58,10 @@ class JobNotFinished(RuntimeError):
     """The job's result is asked for before the job is done."""
 
 
+class JobFailed(RuntimeError):
+    """The job's result is asked for, but the job failed or was cancelled: there is none."""
+
+
 @dataclass
 class Job:
     """One conversion: its files, its state and its progress (mutated by the manager only)."""
@@ -218,10 +222,15 @@ class JobManager:
             ) from None
 
     def result(self, job_id: str) -> Job:
-        """The job, when its result file is ready; JobNotFinished otherwise."""
+        """The job, when its result file is ready; JobNotFinished while it waits or runs,
+        JobFailed when it failed or was cancelled."""
         job = self.get(job_id)
+        if job.state == "failed":
+            raise JobFailed(f"job {job_id} failed: {job.error}; there is nothing to download")
+        if job.state == "cancelled":
+            raise JobFailed(f"job {job_id} was cancelled; there is nothing to download")
         if job.state != "done":
-            raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready")
+            raise JobNotFinished(f"job {job_id} is {job.state}; its result is not ready yet")
         return job
 
     async def cancel(self, job_id: str) -> None:
@@ -301,6 +310,7 @@ class JobManager:
             message = f"conversion failed: {type(error).__name__}: {error}"
             self._finish(job, "failed", self._public(job, message))
         else:
+            job.frames_total = job.frames_done  # the container's count was an estimate
             self._finish(job, "done", None)
 
     def _face_process(self, job: Job) -> FaceProcess | None:

@@ -10,16 +10,20 @@ byte is read). Small text fields are kept in memory, each with its own cap.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 16
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+# Left out of kept names: path separators, quotes and what Windows forbids in names.
+_UNSAFE_CHARS = re.compile(r'[/\\"<>:|?*]+')
+_ASCII_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()-]+")
 
 
 class UploadTooLarge(ValueError):
@@ -43,9 +47,41 @@ class ReceivedUpload:
 
 
 def safe_filename(name: str) -> str:
-    """The client's file name reduced to a harmless base name (for logs and downloads)."""
+    """The client's file name reduced to a harmless base name (for logs and downloads).
+
+    Letters of any script and emoji are kept (NFC); path parts, control and format
+    characters are dropped, quotes and characters Windows forbids become '_'.
+    """
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return _SAFE_NAME.sub("_", base).strip(" .")[:120] or "video"
+    base = unicodedata.normalize("NFC", base)
+    base = "".join(c for c in base if not unicodedata.category(c).startswith("C"))
+    return _UNSAFE_CHARS.sub("_", base).strip(" .")[:120] or "video"
+
+
+def _form_filename(raw: bytes) -> str:
+    """A multipart part's filename as the client meant it: browsers (and httpx) send `"`,
+    CR and LF as %22, %0D, %0A (WHATWG HTML, multipart/form-data encoding)."""
+    name = raw.decode("utf-8", "replace")
+    return name.replace("%22", '"').replace("%0D", "").replace("%0A", "")
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` header value for a download named `filename` (RFC 6266): an ASCII
+    `filename` for old clients plus the exact UTF-8 name in `filename*` (RFC 8187)."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    ascii_name = _ASCII_UNSAFE.sub("_", ascii_name).strip(" .") or "video"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def human_size(size: int) -> str:
+    """Bytes as a short human size: 536870912 -> '512 MiB', 1572864 -> '1.5 MiB'."""
+    value, unit = float(size), "bytes"
+    for larger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    text = f"{value:.0f}" if unit == "bytes" or value >= 100 else f"{value:.1f}".removesuffix(".0")
+    return f"{text} {unit}"
 
 
 class _PartCollector:
@@ -86,11 +122,16 @@ class _PartCollector:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name != self.file_field and b"filename" in options:
+            raise BadUpload(
+                f"the video goes in the form field {self.file_field!r}; "
+                f"this form sent a file in the field {self._name!r}"
+            )
         if self._name == self.file_field and b"filename" in options:
             if self.upload.received_file:
                 raise BadUpload(f"send one file in the field {self.file_field!r}, not several")
             self.upload.received_file = True
-            self.upload.filename = safe_filename(options[b"filename"].decode("utf-8", "replace"))
+            self.upload.filename = safe_filename(_form_filename(options[b"filename"]))
             self.upload.content_type = self._headers.get(b"content-type", b"").decode("latin-1")
             self._file = self.upload.path.open("wb")
         else:
@@ -103,14 +144,15 @@ class _PartCollector:
             self.upload.size += end - start
             if self.upload.size > self.max_bytes:
                 raise UploadTooLarge(
-                    f"the upload is larger than {self.max_bytes} bytes, the server's limit"
+                    f"the upload is larger than {human_size(self.max_bytes)}, the server's limit"
                 )
             self._file.write(data[start:end])
         elif self._text is not None:
             self._text += data[start:end]
             if len(self._text) > MAX_FIELD_BYTES:
                 raise BadUpload(
-                    f"the form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes"
+                    f"the form field {self._name!r} is longer than {human_size(MAX_FIELD_BYTES)}; "
+                    f"the video goes in the form field {self.file_field!r} as a file"
                 )
 
     def _part_end(self) -> None:
@@ -158,7 +200,8 @@ async def receive_upload(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + MAX_FIELD_BYTES:
         raise UploadTooLarge(
-            f"the upload is {declared} bytes; the server accepts at most {max_bytes}"
+            f"the upload is {human_size(int(declared))}; the server's limit is "
+            f"{human_size(max_bytes)}"
         )
     collector = _PartCollector(file_field, file_path, max_bytes)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]

@@ -189,7 +189,7 @@ def test_offer_above_64_kib_is_413(client_for: Any) -> None:
 
     response = client.post("/offer", content=chunks(), headers={"Content-Type": "application/json"})
     assert response.status_code == 413
-    assert "65536" in response.json()["detail"]
+    assert "64 KiB" in response.json()["detail"]
     assert client.post("/offer", json=offer_body()).status_code == 200
 
 

@@ -184,14 +184,15 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
     face_id = str(params["source_face"])
     if not face_id:
         raise InvalidParams(
-            "swap needs a source face: upload a photo with POST /faces (or give --source-face) "
-            "and pass its face_id as source_face"
+            "swap needs a source face: upload the face photo with POST /faces first "
+            "and pass its face_id in params.source_face"
         )
     try:
         image = resources.source_faces[face_id]
     except KeyError:
         raise InvalidParams(
-            f"unknown source face {face_id!r}: upload the photo again with POST /faces"
+            f"unknown source face {face_id!r} (never uploaded, or removed since): upload the "
+            "face photo with POST /faces first and pass its face_id in params.source_face"
         ) from None
     try:
         source = cached_source(np.asarray(image))

@@ -13,7 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stream.commands.common import (
+    UsageError,
+    check_device,
+    describe_interrupt,
+    interrupt_status,
+)
+
 SOURCE_FACE_ID = "cli"
+__all__ = ["SOURCE_FACE_ID", "UsageError", "add_parser", "parse_params", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -58,10 +66,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-class UsageError(ValueError):
-    """A command-line value that cannot be used; exit status 2."""
-
-
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """KEY=VALUE strings to a dict of strings (the effect coerces them to its types)."""
     params: dict[str, Any] = {}
@@ -73,31 +77,81 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _load_face(path: Path) -> Any:
+def _load_face(path: Path, models: Any) -> Any:
+    """The RGB image at `path`, held to POST /faces' rule: exactly one face (faces much
+    smaller than the largest, on posters in the background, are not counted)."""
     import cv2
+
+    from engines.errors import NoFaceFound, TooManyFaces
+    from stream.face_store import find_single_face
 
     if not path.is_file():
         raise UsageError(f"source face {path} does not exist")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise UsageError(f"source face {path} is not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        find_single_face(rgb, models.detector, verb="give")
+    except (NoFaceFound, TooManyFaces) as error:
+        raise UsageError(f"--source-face {path}: {error}") from None
+    return rgb
 
 
-def _resources(args: argparse.Namespace, settings: Any, device: str) -> Any:
+def _takes_model(spec: Any) -> bool:
+    """Whether an effect reads --model: its module resolves a model path (gan_swap,
+    neural_style: `resolve_model_path`)."""
+    import importlib
+
+    module = importlib.import_module(spec.factory.__module__)
+    return hasattr(module, "resolve_model_path")
+
+
+def _check_faces(args: argparse.Namespace, spec: Any, params: dict[str, Any]) -> None:
+    """A face parameter needs --source-face here (face ids belong to a server)."""
+    for name, param in spec.params.items():
+        if param.type != "face":
+            continue
+        value = str(params.get(name) or "")
+        if value and value != SOURCE_FACE_ID:
+            raise UsageError(
+                f"--param {name}={value} names a face stored on a server; on the command line "
+                "give the photo itself: --source-face IMAGE --consent"
+            )
+        if not value:
+            raise UsageError(
+                f"effect {spec.name!r} needs a source face: give a photo of the person "
+                "who agreed with --source-face IMAGE --consent"
+            )
+
+
+def _prepare(args: argparse.Namespace, settings: Any, device: str) -> tuple[Any, Any, dict]:
+    """(resources, models, params) for the effect, every command-line value checked."""
+    from engines.effects.registry import get_effect_spec
+    from stream.convert import prepare_params
+    from stream.models import SharedModels
     from stream.services import effect_resources
 
-    faces = {}
-    if args.source_face is not None:
-        if not args.consent:
-            raise UsageError(
-                "--source-face needs --consent: confirm that the person in the image agreed "
-                "to the use of their face"
-            )
-        faces[SOURCE_FACE_ID] = _load_face(args.source_face)
+    spec = get_effect_spec(args.effect)
+    if args.source_face is not None and not args.consent:
+        raise UsageError(
+            "--source-face needs --consent: confirm that the person in the image agreed "
+            "to the use of their face"
+        )
+    params = prepare_params(
+        args.effect, parse_params(args.param), SOURCE_FACE_ID if args.source_face else None
+    )
+    _check_faces(args, spec, params)
+    if args.model is not None and not _takes_model(spec):
+        raise UsageError(f"effect {args.effect!r} takes no model: leave out --model")
     if args.model is not None and not args.model.is_file():
         raise UsageError(f"model file {args.model} does not exist")
-    return effect_resources(settings, device, faces, model_path=args.model)
+    models = SharedModels(settings, device)
+    faces = {}
+    if args.source_face is not None:
+        faces[SOURCE_FACE_ID] = _load_face(args.source_face, models)
+    resources = effect_resources(settings, device, faces, model_path=args.model)
+    return resources, models, params
 
 
 def _progress_bar(args: argparse.Namespace) -> tuple[Any, list[Any] | None]:
@@ -132,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from engines.errors import EngineError
-    from stream.convert import convert_file, prepare_params
+    from stream.convert import check_output, convert_file
     from stream.face_process import FaceProcessError
     from stream.media_probe import MediaRejected
     from stream.provenance import ProvenanceError
@@ -144,10 +198,9 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(**({"device": args.device} if args.device else {}))
         if args.crf is not None and not 0 <= args.crf <= 51:
             raise UsageError(f"--crf must be between 0 and 51, got {args.crf}")
-        resources = _resources(args, settings, settings.resolved_device())
-        params = prepare_params(
-            args.effect, parse_params(args.param), SOURCE_FACE_ID if args.source_face else None
-        )
+        check_output(args.input, args.output)
+        device = check_device(settings.resolved_device())
+        resources, models, params = _prepare(args, settings, device)
         callback, bar = _progress_bar(args)
         faces = _face_process(args.effect, settings, args.input)  # starts while the rest loads
         result = convert_file(
@@ -159,8 +212,12 @@ def run(args: argparse.Namespace) -> int:
             settings,
             progress=callback,
             encode=_encode_options(args),
+            models=models,
             faces=faces,
         )
+    except KeyboardInterrupt as error:  # Ctrl-C, SIGTERM, SIGHUP: the output was removed
+        message = f"{describe_interrupt(error)}; no output was written"
+        return _fail(bar, message, interrupt_status(error))
     except (UsageError, MediaRejected, EngineError, ValidationError, ValueError) as error:
         return _fail(bar, _one_line(error), 2)
     except (FFmpegError, OSError, ProvenanceError, FaceProcessError) as error:
@@ -168,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if faces is not None:
             faces.close()
-    _close(bar)
+    _close(bar, frames=result.frames)
     print(
         f"facestream: wrote {result.output} ({result.frames} frames, "
         f"{result.audio_packets} audio packets) "
@@ -210,8 +267,14 @@ def _one_line(error: Exception) -> str:
     return text or type(error).__name__
 
 
-def _close(holder: list[Any] | None) -> None:
+def _close(holder: list[Any] | None, frames: int | None = None) -> None:
+    """Close the bar; `frames`: the conversion finished with that many frames, so the
+    bar's total (an estimate from the container) becomes the real count: 100 %."""
     for bar in holder or ():
+        if frames is not None:
+            bar.total = frames
+            bar.update(frames - bar.n)
+            bar.refresh()
         bar.close()
 
 

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from stream.app import create_app
+    from stream.commands.common import UsageError, check_device
     from stream.settings import Settings
 
     overrides = {
@@ -43,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
             else f"facestream: {first['msg']}",
             file=sys.stderr,
         )
+        return 2
+    try:
+        check_device(settings.resolved_device())
+    except UsageError as error:
+        print(f"facestream: {error}", file=sys.stderr)
         return 2
     print(f"facestream: open http://{settings.host}:{settings.port}/ in a browser", file=sys.stderr)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

@@ -11,27 +11,29 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container, Mapping
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from engines.effects.base import EffectSpec
 from engines.effects.registry import get_effect_spec
 from stream.deps import ServicesDep
-from stream.jobs import JobManager, JobNotFinished, JobNotFound, JobQueueFull
+from stream.jobs import JobFailed, JobManager, JobNotFinished, JobNotFound, JobQueueFull
 from stream.media_probe import MediaRejected, probe
 from stream.security.uploads import SNIFF_BYTES, check_signature
 from stream.services import Services
 from stream.sessions import EffectChoice
-from stream.uploads import BadUpload, UploadTooLarge, receive_upload
+from stream.uploads import BadUpload, UploadTooLarge, content_disposition, receive_upload
 
 router = APIRouter()
 
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (JobNotFound, 404),
     (JobNotFinished, 409),
+    (JobFailed, 409),
     (JobQueueFull, 429),
     (UploadTooLarge, 413),
     (MediaRejected, 422),
@@ -63,6 +65,25 @@ def parse_effect_field(raw: str | None) -> EffectChoice:
     except json.JSONDecodeError as error:
         raise ValueError(f"the effect field is not valid JSON: {error.msg}") from None
     return EffectChoice.parse(body)
+
+
+def check_source_faces(spec: EffectSpec, values: Mapping[str, Any], faces: Container[str]) -> None:
+    """422 unless every face parameter names a stored face (checked at submit, so a job
+    is never queued only to fail on a face that is not there)."""
+    for name, param in spec.params.items():
+        face_id = str(values.get(name) or "")
+        if param.type != "face" or face_id in faces:
+            continue
+        problem = (
+            f"unknown source face {face_id!r} (never uploaded, or removed since)"
+            if face_id
+            else f"effect {spec.name!r} needs a source face"
+        )
+        raise HTTPException(
+            422,
+            detail=f"{problem}: upload the face photo with POST /faces first "
+            f"and pass its face_id in params.{name}",
+        )
 
 
 @router.post("/jobs", status_code=202)
@@ -102,7 +123,7 @@ async def _accept(
         await asyncio.to_thread(_head, upload.path), "video", upload.content_type, upload.filename
     )
     spec = get_effect_spec(choice.name)  # UnknownEffect -> 422 via the app's handlers
-    spec.validate(choice.params)  # InvalidParams -> 422
+    check_source_faces(spec, spec.validate(choice.params), services.faces)  # InvalidParams: 422
     reason = spec.unavailable_reason(jobs.resources)
     if reason is not None:
         raise HTTPException(422, detail=f"effect {choice.name!r} is not available here: {reason}")
@@ -160,11 +181,12 @@ async def job_events(job_id: str, services: ServicesDep) -> StreamingResponse:
 async def job_result(job_id: str, services: ServicesDep) -> FileResponse:
     try:
         job = _jobs(services).result(job_id)
-    except (JobNotFound, JobNotFinished) as error:
+    except (JobNotFound, JobNotFinished, JobFailed) as error:
         raise _http_error(error) from None
     if not job.output_path.is_file():
         raise HTTPException(404, detail=f"the result of job {job_id} was removed")
-    return FileResponse(job.output_path, media_type="video/mp4", filename=job.download_name)
+    headers = {"Content-Disposition": content_disposition(job.download_name)}
+    return FileResponse(job.output_path, media_type="video/mp4", headers=headers)
 
 
 @router.delete("/jobs/{job_id}", status_code=204)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stream.security.auth import Unauthorized, check_bearer, is_protected
 from stream.settings import Settings
+from stream.uploads import human_size
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class _Guard:
 
     @staticmethod
     def _too_large(method: str, path: str, limit: int, size: int | None) -> str:
-        what = f"{size} bytes" if size is not None else f"more than {limit} bytes"
-        return f"the request body is {what}; the limit for {method} {path} is {limit} bytes"
+        what = human_size(size) if size is not None else f"more than {human_size(limit)}"
+        return f"the request body is {what}; the limit for {method} {path} is {human_size(limit)}"
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app with a receive that counts body bytes and stops at `limit`."""
