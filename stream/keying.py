@@ -2,7 +2,11 @@
 
 `KeyedBackground` wraps any effect: after the effect has run, every pixel outside
 the tracked faces' head regions (an ellipse around each face box, grown to take in
-hair and chin, with a soft edge) is painted in a key colour, pure green by default.
+hair and chin) is painted in a key colour, pure green by default. The edge is hard:
+a pixel is either the key colour or the picture, never a mix of both, since a mixed
+pixel is neither keyed out nor clean (a green halo around the head). The smooth
+ellipse curve comes from a soft mask cut at half height; the soft, anti-aliased
+edge is the keyer's work (the overlay's shader, OBS's Chroma Key smoothness).
 The overlay page turns that colour transparent (`background=transparent`), or OBS's
 Chroma Key filter does (`background=green`). A WHIP publisher asks for it with
 `?background=green` (or `?background=RRGGBB`).
@@ -23,6 +27,7 @@ from engines.types import Face
 GREEN: Color = (0, 255, 0)
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 _MASK_SCALE = 4  # the mask is drawn and blurred at 1/4 resolution
+KEY_EDGE = 0.5  # head_mask level where the key colour begins
 
 
 def parse_key_colour(value: str) -> Color:
@@ -54,19 +59,20 @@ def head_mask(shape: tuple[int, int], faces: Sequence[Face], grow: float = 0.45)
 
 
 class KeyedBackground(Effect):
-    """`inner`, then everything outside the heads painted in `colour` (RGB)."""
+    """`inner`, then everything outside the heads painted in `colour` (RGB, hard edge)."""
 
     name = "keyed_background"
 
     def __init__(self, inner: Effect, colour: Color = GREEN) -> None:
         self.inner = inner
-        self._key = np.asarray(colour, np.float32)
+        self._key = np.asarray(colour, np.uint8)
 
     def apply(self, frame: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """HxWx3 uint8 RGB -> the same shape: `inner`'s output inside the heads, else the key."""
         out = self.inner.apply(frame, faces)
-        mask = head_mask(out.shape[:2], faces)[:, :, None]
-        keyed = out.astype(np.float32) * mask + self._key * (1.0 - mask)
-        return np.clip(keyed + 0.5, 0, 255).astype(np.uint8)
+        inside = head_mask(out.shape[:2], faces) >= KEY_EDGE
+        keyed: np.ndarray = np.where(inside[:, :, None], out, self._key)
+        return keyed
 
     def close(self) -> None:
         self.inner.close()
