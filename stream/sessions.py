@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,9 @@ from stream.session_track import ProcessedVideoTrack
 from stream.worker import ModelWorker
 
 logger = logging.getLogger(__name__)
+
+RECENTLY_ENDED_S = 60.0  # a DELETE this soon after a session ended is answered as done
+_RECENTLY_ENDED_MAX = 4096
 
 
 class SessionNotFound(LookupError):
@@ -115,6 +120,7 @@ class SessionManager:
         self._audit = audit or AuditLog.for_data_dir(models.settings.data_dir)
         self._connect_timeout_s = connect_timeout_s
         self._background: set[asyncio.Future[Any]] = set()
+        self._ended: OrderedDict[str, float] = OrderedDict()  # id -> time.monotonic() it ended
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -124,6 +130,24 @@ class SessionManager:
             return self._sessions[session_id]
         except KeyError:
             raise SessionNotFound(f"no session {session_id!r}") from None
+
+    def ended_recently(self, session_id: str) -> bool:
+        """True when `session_id` ended within the last RECENTLY_ENDED_S seconds.
+
+        A page that sends DELETE as it closes its peer connection may arrive after the server
+        already ended the session on the connection's close: that DELETE has nothing left to do.
+        """
+        ended = self._ended.get(session_id)
+        return ended is not None and time.monotonic() - ended < RECENTLY_ENDED_S
+
+    def _remember_ended(self, session_id: str) -> None:
+        now = time.monotonic()
+        self._ended[session_id] = now
+        while self._ended and (
+            len(self._ended) > _RECENTLY_ENDED_MAX
+            or now - next(iter(self._ended.values())) >= RECENTLY_ENDED_S
+        ):
+            self._ended.popitem(last=False)
 
     def check_capacity(self, client: str) -> None:
         """Raise SessionLimitReached when a new session for `client` would exceed a limit.
@@ -234,7 +258,12 @@ class SessionManager:
                 await self.close(session.id, reason=f"connection {pc.connectionState}")
 
     async def _on_control(self, session: Session, channel: RTCDataChannel, message: Any) -> None:
-        """Data channel `control`: {"effect": {...}} changes the effect; {"ping": x} -> {"pong": x}."""
+        """Data channel `control`: {"effect": {...}} changes the effect; {"ping": x} -> {"pong": x}.
+
+        An effect message's optional "id" (a number or a short string) comes back in its reply,
+        so a client can tell which of several changes was applied or refused.
+        """
+        reply: dict[str, Any] = {}
         try:
             body = json.loads(message)
             if not isinstance(body, dict):
@@ -242,10 +271,11 @@ class SessionManager:
             if "ping" in body:
                 channel.send(json.dumps({"pong": body["ping"]}))
                 return
+            reply = _reply_id(body.get("id"))
             await self.update_effect(session.id, EffectChoice.parse(body.get("effect")))
-            reply: dict[str, Any] = {"ok": True, "effect": session.effect.name}
+            reply.update(ok=True, effect=session.effect.name)
         except (ValueError, EngineError, SessionNotFound) as error:
-            reply = {"ok": False, "detail": str(error)}
+            reply.update(ok=False, detail=str(error))
         if channel.readyState == "open":
             channel.send(json.dumps(reply))
 
@@ -254,9 +284,16 @@ class SessionManager:
         session = self.get(session_id)
         spec, effect = await self.build_effect(choice)
         await self._worker.run_for(session.pipeline, session.pipeline.set_effect, spec, effect)
+        renamed = session.effect.name != choice.name
         session.effect = choice
         self._audit_event("session.effect", session)
-        logger.info("session %s now uses effect %s", session_id, choice.name)
+        # a slider drag sends many parameter-only changes: those stay at DEBUG
+        logger.log(
+            logging.INFO if renamed else logging.DEBUG,
+            "session %s now uses effect %s",
+            session_id,
+            choice.name if renamed else f"{choice.name} with new parameters",
+        )
         return session
 
     def _check_connected(self, session_id: str) -> None:
@@ -295,6 +332,7 @@ class SessionManager:
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(f"no session {session_id!r}")
+        self._remember_ended(session_id)
         self._metrics.sessions.set(len(self._sessions))
         await self._dispose(session)
         try:
@@ -317,3 +355,12 @@ class SessionManager:
             *(self.close(sid, reason="shutdown") for sid in list(self._sessions)),
             return_exceptions=True,
         )
+
+
+def _reply_id(value: Any) -> dict[str, Any]:
+    """The reply's echo of a control message's "id": numbers and strings up to 64 characters."""
+    if isinstance(value, bool) or value is None:
+        return {}
+    if isinstance(value, (int, float)) or (isinstance(value, str) and len(value) <= 64):
+        return {"id": value}
+    return {}

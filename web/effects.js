@@ -1,18 +1,58 @@
 // facestream: the effect menu, its parameter controls and the swap-face upload, built from GET /effects.
 // Shared by the webcam page (app.js) and the convert page; it works on the elements #effect,
-// #effect-description, #params, #face-upload, #face-file, #face-consent and #face-status.
+// #effect-description, #params, #face-upload, #face-file, #face-consent and #face-status
+// (and adds #effect-notes after #effect-description for unavailable effects and ?effect= notices).
+// Each effect's parameter values and the uploaded face are remembered while the page is open,
+// so switching to another effect and back keeps them.
 "use strict";
 
 const facestreamEffects = (() => {
   const $ = (id) => document.getElementById(id);
   const rgbToHex = (rgb) => "#" + rgb.map((c) => c.toString(16).padStart(2, "0")).join("");
   const hexToRgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const remembered = {}; // effect name -> {param: value} the user has set
+  let faceId = ""; // the uploaded swap source (POST /faces), "" before one is ready
+
+  // A request's error body as plain text: a string detail as is, FastAPI's validation list as
+  // "where: what" lines joined with "; ".
+  function detailText(detail) {
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail.map((d) => {
+        if (!d || typeof d !== "object") return String(d);
+        const where = (d.loc || []).filter((p) => p !== "body").join(".");
+        return where ? `${where}: ${d.msg}` : String(d.msg);
+      }).join("; ");
+    }
+    return detail == null ? "" : JSON.stringify(detail);
+  }
+
+  async function detailOf(response) {
+    try { const body = await response.json(); return body.detail ? detailText(body.detail) : response.statusText; }
+    catch { return response.statusText; }
+  }
+
+  const decimals = (x) => { const s = String(x); return s.includes(".") ? s.split(".")[1].length : 0; };
+
+  // A slider step on whose grid min, max and the default all sit: the finest of their decimals,
+  // refined by tens until the range has at least 20 steps.
+  function stepFor(spec) {
+    if (spec.type === "int") return 1;
+    let places = Math.max(decimals(spec.min), decimals(spec.max), decimals(spec.default));
+    while ((spec.max - spec.min) * 10 ** places < 20 && places < 6) places += 1;
+    return Number((10 ** -places).toFixed(places));
+  }
+
+  const labelOf = (name) => name.replace(/_/g, " ");
+  const helpOf = (spec) => (spec.type === "face" ? "the face photo uploaded below" : spec.help || "");
 
   // One labelled control for the parameter `name`; onChange(value) on every edit.
   function controlFor(name, spec, value, onChange) {
     const row = document.createElement("label");
     row.className = "param";
-    row.append(Object.assign(document.createElement("span"), { textContent: name }));
+    const help = helpOf(spec);
+    if (help) row.title = help;
+    row.append(Object.assign(document.createElement("span"), { textContent: labelOf(name) }));
     const out = document.createElement("output");
     let input;
     if (spec.type === "color") {
@@ -23,62 +63,118 @@ const facestreamEffects = (() => {
       input.onchange = () => onChange(input.checked);
     } else if (spec.type === "choice") {
       input = document.createElement("select");
-      for (const c of spec.choices) input.append(new Option(c, c, false, c === value));
+      for (const c of spec.choices) input.append(new Option(labelOf(c), c, false, c === value));
       input.onchange = () => onChange(input.value);
     } else if (spec.type === "face") {
       input = Object.assign(document.createElement("input"), { type: "text", value: value || "", placeholder: "upload a face below", readOnly: true });
       input.dataset.faceParam = name;
     } else {
-      const step = spec.type === "int" ? 1 : (spec.max - spec.min) / 100;
-      input = Object.assign(document.createElement("input"), { type: "range", min: spec.min, max: spec.max, step, value });
+      input = Object.assign(document.createElement("input"), { type: "range", min: spec.min, max: spec.max, step: stepFor(spec), value });
       out.textContent = value;
       input.oninput = () => { out.textContent = input.value; onChange(Number(input.value)); };
     }
     input.name = name;
     row.append(input, out);
+    if (help) row.append(Object.assign(document.createElement("small"), { className: "param-help", textContent: help }));
     return row;
   }
 
-  // Rebuilds #params for the effect chosen in #effect and returns the new parameter object:
-  // every default when seedDefaults, else empty (the server fills in the rest).
-  // onChange(name, value) on every edit.
+  const effectNamed = (effects, name) => effects.find((e) => e.name === name);
+  const needsFace = (effect) => !!effect && Object.values(effect.params).some((s) => s.type === "face");
+
+  // The values the controls of `effect` show: the remembered ones, the uploaded face, else defaults.
+  function valuesOf(effect) {
+    const values = {};
+    for (const [name, spec] of Object.entries(effect.params)) {
+      values[name] = spec.type === "face" ? faceId : (remembered[effect.name] || {})[name] ?? spec.default;
+    }
+    return values;
+  }
+
+  // Rebuilds #params for the effect chosen in #effect and returns its parameter object:
+  // every value when seedDefaults, else only the ones the user set (the server fills in the rest).
+  // onChange(name, value) on every edit; the value is remembered for this effect.
   function renderParams(effects, { seedDefaults, onChange }) {
-    const effect = effects.find((e) => e.name === $("effect").value);
-    const params = {};
+    const effect = effectNamed(effects, $("effect").value);
     const box = $("params");
     box.replaceChildren();
-    if (!effect) return params;
+    if (!effect) return {};
     $("effect-description").textContent = effect.available ? effect.description : `unavailable: ${effect.reason}`;
-    let needsFace = false;
+    const values = valuesOf(effect);
+    const params = {};
     for (const [name, spec] of Object.entries(effect.params)) {
-      if (seedDefaults) params[name] = spec.default;
-      if (spec.type === "face") needsFace = true;
-      box.append(controlFor(name, spec, spec.default, (v) => onChange(name, v)));
+      const set = spec.type === "face" ? !!faceId : name in (remembered[effect.name] || {});
+      if (seedDefaults || set) params[name] = values[name];
+      const remember = (v) => { (remembered[effect.name] ||= {})[name] = v; onChange(name, v); };
+      box.append(controlFor(name, spec, values[name], remember));
     }
-    $("face-upload").hidden = !needsFace;
+    $("face-upload").hidden = !needsFace(effect);
     return params;
   }
 
+  // The note under the menu (#effect-notes, added on first use): unavailable effects and why,
+  // and a notice when the address's ?effect= could not be used.
+  function notesBox() {
+    let box = $("effect-notes");
+    if (!box) {
+      box = Object.assign(document.createElement("div"), { id: "effect-notes", className: "hint" });
+      $("effect-description").after(box);
+    }
+    return box;
+  }
+
+  function showNotes(effects, wanted) {
+    const para = (text) => Object.assign(document.createElement("p"), { textContent: text });
+    const notes = [];
+    if (wanted) {
+      const asked = effectNamed(effects, wanted);
+      const fallback = $("effect").value;
+      if (!asked) notes.push(para(`The address asks for the effect "${wanted}", which this server does not have; showing ${fallback} instead.`));
+      else if (!asked.available) notes.push(para(`The address asks for ${wanted}, which is not available here (${asked.reason}); showing ${fallback} instead.`));
+    }
+    const missing = effects.filter((x) => !x.available);
+    if (missing.length) { // the names at a glance, the reasons (often long) one click away
+      const details = document.createElement("details");
+      details.append(Object.assign(document.createElement("summary"), { textContent: `unavailable here: ${missing.map((e) => e.name).join(", ")} (why?)` }));
+      details.append(...missing.map((e) => para(`${e.name}: ${e.reason}`)));
+      notes.push(details);
+    }
+    const box = notesBox();
+    box.replaceChildren(...notes);
+    box.hidden = !notes.length;
+  }
+
   // GET /effects into the #effect menu (the page's ?effect= chosen when available); returns the list.
-  async function loadEffects(detailOf) {
+  async function loadEffects(detailOfResponse = detailOf) {
     const response = await fetch("/effects");
-    if (!response.ok) throw new Error(`could not list effects: ${await detailOf(response)}`);
+    if (!response.ok) throw new Error(`could not list effects: ${await detailOfResponse(response)}`);
     const effects = await response.json();
     const select = $("effect");
     select.replaceChildren();
     for (const e of effects) {
       const option = new Option(e.available ? e.name : `${e.name} (unavailable)`, e.name);
       option.disabled = !e.available;
+      option.title = e.available ? e.description || "" : `unavailable: ${e.reason}`;
       select.append(option);
     }
     const wanted = new URLSearchParams(location.search).get("effect");
     if (wanted && effects.some((e) => e.name === wanted && e.available)) select.value = wanted;
+    showNotes(effects, wanted);
     return effects;
   }
 
+  function setFace(id, params) {
+    faceId = id;
+    for (const input of document.querySelectorAll("[data-face-param]")) {
+      input.value = id;
+      if (params) params[input.dataset.faceParam] = id;
+    }
+    $("face-status").textContent = id ? "face ready" : "";
+  }
+
   // POST the chosen photo (with consent) to /faces and put its face_id into every face parameter
-  // control and into `params`; true when the face is ready.
-  async function uploadFace(params, authHeaders, detailOf) {
+  // control and into `params`; true when the face is ready. A failed upload keeps an earlier face.
+  async function uploadFace(params, authHeaders, detailOfResponse = detailOf) {
     const file = $("face-file").files[0];
     if (!file) { $("face-status").textContent = "choose a photo first"; return false; }
     if (!$("face-consent").checked) { $("face-status").textContent = "tick the consent box first"; return false; }
@@ -87,15 +183,21 @@ const facestreamEffects = (() => {
     form.append("consent", "true");
     $("face-status").textContent = "uploading…";
     const response = await fetch("/faces", { method: "POST", body: form, headers: authHeaders() });
-    if (!response.ok) { $("face-status").textContent = `rejected: ${await detailOf(response)}`; return false; }
-    const { face_id } = await response.json();
-    for (const input of document.querySelectorAll("[data-face-param]")) {
-      input.value = face_id;
-      params[input.dataset.faceParam] = face_id;
+    if (!response.ok) {
+      const kept = faceId ? " (the face uploaded before is still used)" : "";
+      $("face-status").textContent = `rejected: ${await detailOfResponse(response)}${kept}`;
+      return false;
     }
-    $("face-status").textContent = "face ready";
+    setFace((await response.json()).face_id, params);
     return true;
   }
 
-  return { renderParams, loadEffects, uploadFace };
+  // Set the remembered values of `name` to `params` (its face parameters stay the uploaded face).
+  function remember(name, params) { remembered[name] = { ...params }; }
+
+  return {
+    renderParams, loadEffects, uploadFace, detailOf, detailText, stepFor, needsFace, effectNamed, remember,
+    hasFace: () => !!faceId,
+    forgetFace: () => setFace("", null),
+  };
 })();

@@ -46,9 +46,15 @@ async def read_image(upload: UploadFile, limit: int, field: str) -> np.ndarray:
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise HTTPException(
-            413, detail=f"{field}: the image is larger than {limit} bytes, the limit"
+            413,
+            detail=f"{field}: the image is larger than the limit of {_megabytes(limit)}: "
+            "make it smaller (a lower resolution or a stronger JPEG compression) and upload it again",
         )
     return await asyncio.to_thread(_decode, data, field)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:g} MB" if size >= 1_000_000 else f"{size} bytes"
 
 
 def _decode(data: bytes, field: str) -> np.ndarray:
@@ -59,7 +65,10 @@ def _decode(data: bytes, field: str) -> np.ndarray:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise HTTPException(
-                    422, detail=f"{field}: {width}x{height} is more than {MAX_IMAGE_PIXELS} pixels"
+                    422,
+                    detail=f"{field}: the photo is {width}x{height} pixels, more than the limit "
+                    f"of {MAX_IMAGE_PIXELS / 1e6:g} megapixels: make it smaller (for example "
+                    "2000 pixels on the longer side) and upload it again",
                 )
             rgb = ImageOps.exif_transpose(image).convert("RGB")
             return np.array(rgb, dtype=np.uint8)  # a writable copy

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from stream.deps import ServicesDep
 from stream.sdp_check import OFFER_ERRORS, check_offer_sdp
-from stream.sessions import EffectChoice
+from stream.sessions import EffectChoice, SessionNotFound
 
 router = APIRouter()
 
@@ -67,5 +67,10 @@ async def patch_session(session_id: str, body: PatchBody, services: ServicesDep)
 
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(session_id: str, services: ServicesDep) -> Response:
-    await services.sessions.close(session_id)
+    """204 also for a session that ended in the last minute (its peer connection closed first)."""
+    try:
+        await services.sessions.close(session_id)
+    except SessionNotFound:
+        if not services.sessions.ended_recently(session_id):
+            raise
     return Response(status_code=204)

@@ -92,6 +92,13 @@ def _describe(head: bytes) -> str:
     return "an unrecognised format"
 
 
+def _with_article(word: str) -> str:
+    """`word` after "a" or "an" as it is spoken: an image, an MP4, an AVI, a PNG, a video."""
+    spelled = word.isupper()  # format names like MP4 and MKV are read letter by letter
+    vowel_sound = word[:1].lower() in "aeiou" or (spelled and word[:1] in "FHLMNRSX")
+    return f"{'an' if vowel_sound else 'a'} {word}"
+
+
 def check_signature(
     head: bytes, category: Category, content_type: str | None = None, filename: str | None = None
 ) -> str:
@@ -108,16 +115,17 @@ def check_signature(
     accepted = IMAGE_KINDS if category == "image" else VIDEO_KINDS
     kind = sniff(head)
     if kind is None or kind not in accepted:
-        found = f"a {kind.upper()} file" if kind else _describe(head)
+        found = f"{_with_article(kind.upper())} file" if kind else _describe(head)
         raise UnsupportedMediaType(
-            f"the uploaded file{name} is {found}, not a {category} file; upload the "
+            f"the uploaded file{name} is {found}, not {_with_article(category)} file; upload the "
             f"{category} itself ({', '.join(accepted)})"
         )
     declared = (content_type or "").split(";")[0].strip().lower()
     allowed = _IMAGE_TYPES if category == "image" else _VIDEO_TYPES
     if declared not in _NEUTRAL_TYPES and declared not in allowed:
         raise UnsupportedMediaType(
-            f"the uploaded file{name} is declared as {declared!r}, which is not a {category} type"
+            f"the uploaded file{name} is declared as {declared!r}, which is not "
+            f"{_with_article(category)} type"
         )
     return kind
 
