@@ -110,14 +110,16 @@ def test_a_stopped_conversion_cleans_up(
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize(("flags", "info_lines"), [([], False), (["-v"], True)])
+@pytest.mark.parametrize(
+    ("before", "after", "info_lines"), [([], [], False), (["-v"], [], True), ([], ["-v"], True)]
+)
 def test_convert_logs_warnings_only_unless_verbose(
-    clip: Path, tmp_path: Path, flags: list[str], info_lines: bool
+    tmp_path: Path, before: list[str], after: list[str], info_lines: bool
 ) -> None:
     short = cut_clip(tmp_path / "short.mp4", frames=5)
-    command = [sys.executable, "-m", "stream.cli", *flags, "convert", str(short)]
+    command = [sys.executable, "-m", "stream.cli", *before, "convert", str(short)]
     done = subprocess.run(
-        [*command, str(tmp_path / "o.mp4"), "--effect", "blur", "-q"],
+        [*command, str(tmp_path / "o.mp4"), "--effect", "blur", "-q", *after],
         cwd=PROJECT_ROOT,
         env=dict(os.environ, FACESTREAM_DATA_DIR=str(tmp_path)),
         capture_output=True,

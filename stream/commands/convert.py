@@ -63,6 +63,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="info log lines (-vv: debug); by default only warnings, under the progress bar",
+    )
     parser.set_defaults(func=run)
 
 
@@ -113,7 +120,7 @@ def _check_faces(args: argparse.Namespace, spec: Any, params: dict[str, Any]) ->
         if param.type != "face":
             continue
         value = str(params.get(name) or "")
-        if value and value != SOURCE_FACE_ID:
+        if value and (value != SOURCE_FACE_ID or args.source_face is None):
             raise UsageError(
                 f"--param {name}={value} names a face stored on a server; on the command line "
                 "give the photo itself: --source-face IMAGE --consent"
