@@ -165,7 +165,19 @@ def test_cors_allow_list(client_for: Any, origin: str, allowed: bool) -> None:
         assert refused.headers["access-control-allow-origin"] == origin
     else:
         assert preflight.status_code == 400
+        assert preflight.headers["content-type"] == "application/json"
+        assert "https://evil.example" in preflight.json()["detail"]
+        assert "FACESTREAM_CORS_ORIGINS" in preflight.json()["detail"]
         assert "access-control-allow-origin" not in refused.headers
+
+
+def test_cors_preflight_for_a_method_not_allowed_is_json(client_for: Any) -> None:
+    client = client_for(host="0.0.0.0", api_tokens=[TOKEN], cors_origins=[ORIGIN])
+    preflight = client.options(
+        "/offer", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "PUT"}
+    )
+    assert preflight.status_code == 400
+    assert preflight.json()["detail"] == "CORS preflight refused: method not allowed"
 
 
 def test_no_cors_headers_without_allow_list(client_for: Any) -> None:

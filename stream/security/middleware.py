@@ -20,7 +20,9 @@ import json
 import logging
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stream.security.auth import Unauthorized, check_bearer, is_protected
@@ -132,6 +134,27 @@ class _Guard:
             )
 
 
+class _JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with refused preflights answered in JSON like every other 4xx."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")  # "Disallowed CORS origin, ..."
+        what = reason.removeprefix("Disallowed CORS ").strip() or "request"
+        detail = f"CORS preflight refused: {what} not allowed"
+        if "origin" in what.split(", "):
+            origin = request_headers.get("origin", "")
+            detail += f" ({origin!r} is not in FACESTREAM_CORS_ORIGINS)"
+        headers = {
+            key: value
+            for key, value in response.headers.items()
+            if key.lower() not in ("content-length", "content-type")
+        }
+        return JSONResponse({"detail": detail}, status_code=response.status_code, headers=headers)
+
+
 class SecurityMiddleware:
     """CORS allow-list, Bearer auth on protected paths and per-endpoint body limits."""
 
@@ -150,7 +173,7 @@ class SecurityMiddleware:
         guard = _Guard(self.app, settings)
         if not settings.cors_origins:
             return guard
-        return CORSMiddleware(
+        return _JsonCORSMiddleware(
             guard,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
