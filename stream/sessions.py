@@ -16,10 +16,11 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from engines.effects.base import Effect, EffectResources, EffectSpec
+from engines.effects.base import Color, Effect, EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from engines.errors import EngineError
 from stream.audit import AuditLog
+from stream.keying import KeyedBackground, keyed_spec
 from stream.lifetimes import close_peer
 from stream.metrics import Metrics
 from stream.models import SharedModels
@@ -76,6 +77,7 @@ class Session:
         self.closed = asyncio.Event()
         self.audited = False  # a swap effect ran: the audit log gets its end too
         self.connect_deadline: asyncio.TimerHandle | None = None
+        self.key_colour: Color | None = None  # a WHIP overlay's key background, kept across PATCH
 
     def subscribe(self) -> MediaStreamTrack:
         """A new consumer of the processed stream (newest frame only), e.g. a WHEP player."""
@@ -280,10 +282,9 @@ class SessionManager:
             channel.send(json.dumps(reply))
 
     async def update_effect(self, session_id: str, choice: EffectChoice) -> Session:
-        """Switch a live session's effect; its face tracks are kept."""
+        """Switch a live session's effect; its face tracks and key background are kept."""
         session = self.get(session_id)
-        spec, effect = await self.build_effect(choice)
-        await self._worker.run_for(session.pipeline, session.pipeline.set_effect, spec, effect)
+        await self._apply_effect(session, choice)
         renamed = session.effect.name != choice.name
         session.effect = choice
         self._audit_event("session.effect", session)
@@ -295,6 +296,18 @@ class SessionManager:
             choice.name if renamed else f"{choice.name} with new parameters",
         )
         return session
+
+    async def set_key_background(self, session_id: str, colour: Color) -> None:
+        """Paint everything outside the heads in `colour`, now and after every effect change."""
+        session = self.get(session_id)
+        session.key_colour = colour
+        await self._apply_effect(session, session.effect)
+
+    async def _apply_effect(self, session: Session, choice: EffectChoice) -> None:
+        spec, effect = await self.build_effect(choice)
+        if session.key_colour is not None:
+            spec, effect = keyed_spec(spec), KeyedBackground(effect, session.key_colour)
+        await self._worker.run_for(session.pipeline, session.pipeline.set_effect, spec, effect)
 
     def _check_connected(self, session_id: str) -> None:
         """A peer that never connects (or vanished before it did) must not hold a slot."""

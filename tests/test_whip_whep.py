@@ -97,6 +97,37 @@ async def test_several_players_watch_one_stream_at_once(server: RunningServer) -
         await publisher.pc.close()
 
 
+async def test_an_effect_change_keeps_the_key_background(server: RunningServer) -> None:
+    """PATCH /sessions/{id} (with the WHIP token) to a new effect: the frames stay keyed."""
+    source = ClipTrack(clip_frames(60), fps=15, loop=True)
+    query = "?effect=none&stream=rekeyed&background=ff00ff"
+    publisher = await whip_publish(server.url, source, query, TOKEN)
+    player = await whep_play(server.url, "rekeyed", TOKEN)
+
+    def corner_is_key(image: np.ndarray) -> bool:
+        corner = image[:16, :16].reshape(-1, 3).astype(np.int16).mean(axis=0)
+        return bool(np.abs(corner - (255, 0, 255)).max() < 40)
+
+    try:
+        await player.collector.wait_for(6, timeout=60)
+        assert corner_is_key(player.collector.frames[-1][2])
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            changed = await client.patch(
+                f"/sessions/{publisher.session_id}",
+                json={"effect": {"name": "sketch", "params": {}}},
+                headers=bearer(TOKEN),
+            )
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["effect"]["name"] == "sketch"
+        seen = len(player.collector.frames)
+        await player.collector.wait_for(seen + 10, timeout=60)
+        latest = [image for _, _, image in player.collector.frames[-4:]]
+        assert all(corner_is_key(image) for image in latest)  # still keyed, not the sketch
+    finally:
+        await player.pc.close()
+        await publisher.pc.close()
+
+
 async def test_a_new_publisher_replaces_the_old_one_on_the_same_stream(
     server: RunningServer,
 ) -> None:

@@ -38,12 +38,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 
 from engines.effects.base import Color
 from stream.deps import ServicesDep
-from stream.keying import KeyedBackground, keyed_spec, parse_key_colour
+from stream.keying import parse_key_colour
 from stream.live import DEFAULT_STREAM, LiveRegistry, PlayerLimitReached, PlayerNotFound
 from stream.sdp_check import check_offer_sdp
 from stream.security import Unauthorized, auth_required
 from stream.services import Services
-from stream.sessions import EffectChoice, Session
+from stream.sessions import EffectChoice
 from stream.settings import Settings
 
 SDP_TYPE = "application/sdp"
@@ -143,7 +143,7 @@ async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -
     except ValueError as error:
         raise HTTPException(400, detail=f"unusable offer: {error}") from error
     if key is not None:
-        await _key_background(services, session, choice, key)
+        await services.sessions.set_key_background(session.id, key)
     await live.add_publisher(session, stream, by_whip_token)
     return _sdp_answer(answer.sdp, f"/whip/{session.id}", session.id)
 
@@ -155,16 +155,6 @@ def _key_colour(value: str | None) -> Color | None:
         return parse_key_colour(value)
     except ValueError as error:
         raise HTTPException(422, detail=str(error)) from None
-
-
-async def _key_background(
-    services: Services, session: Session, choice: EffectChoice, key: Color
-) -> None:
-    """Swap the new session's effect for the same effect with a key-colour background."""
-    spec, inner = await services.sessions.build_effect(choice)
-    await services.worker.run_for(
-        session.pipeline, session.pipeline.set_effect, keyed_spec(spec), KeyedBackground(inner, key)
-    )
 
 
 @router.delete("/whip/{session_id}")
