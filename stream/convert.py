@@ -13,21 +13,31 @@ so an interrupted run leaves no half file.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from fractions import Fraction
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engines.effects.base import EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
+from stream.convert_output import (
+    OUTPUT_FORMATS,
+    check_output,
+    mark_output,
+    output_format,
+    temp_path,
+)
+from stream.convert_types import (
+    ConvertCancelled,
+    ConvertProgress,
+    ConvertResult,
+    EncodeOptions,
+    ProgressCallback,
+)
 from stream.media_probe import (
     MediaInfo,
     MediaLimits,
@@ -39,14 +49,7 @@ from stream.media_probe import (
 )
 from stream.models import SharedModels
 from stream.pipeline import EffectPipeline, TimingObserver
-from stream.provenance import (
-    SIDECAR_SUFFIX,
-    ProvenanceInfo,
-    ProvenanceRecord,
-    check_markable,
-    mark_file,
-    provenance_tags,
-)
+from stream.provenance import ProvenanceInfo, check_markable, provenance_tags
 from stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,105 +57,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Containers whose provenance tags, written at mux time, read back (case-insensitively:
-# Matroska upper-cases tag names), so stream.provenance never has to remux the file.
-OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-
-
-class ConvertCancelled(RuntimeError):
-    """The conversion was cancelled before it finished; no output was written."""
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Video encoder settings. crf: x264 constant quality, 0 (lossless) .. 51 (worst).
-
-    Default superfast at CRF 21: on the 720p crowd clip the same PSNR to the source as
-    veryfast at CRF 20 (38.96 against 38.99 dB), files about 23 % larger, 40 % less
-    encoder CPU (12 against 20 ms a frame), which a CPU conversion needs to keep up.
-    """
-
-    codec: str = "libx264"
-    crf: int = 21
-    preset: str = "superfast"
-    pix_fmt: str = "yuv420p"
-
-
-@dataclass(frozen=True)
-class ConvertProgress:
-    """Where a conversion stands. frames_total is an estimate from the container."""
-
-    frames_done: int
-    frames_total: int
-    elapsed_s: float
-
-    @property
-    def fps(self) -> float:
-        return self.frames_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def fraction(self) -> float:
-        if self.frames_total <= 0:
-            return 0.0
-        return min(self.frames_done / self.frames_total, 1.0)
-
-    @property
-    def eta_s(self) -> float | None:
-        if self.frames_done == 0 or self.frames_total <= 0:
-            return None
-        return max(self.frames_total - self.frames_done, 0) / self.fps
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    """A finished conversion. media_duration_s: the video's length; wall_s: time it took."""
-
-    output: Path
-    frames: int
-    audio_packets: int
-    width: int
-    height: int
-    frame_rate: Fraction
-    media_duration_s: float
-    wall_s: float
-    provenance: ProvenanceRecord | None = None
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def realtime_ratio(self) -> float:
-        """Seconds of video converted per second of wall time (>= 1: faster than real time)."""
-        return self.media_duration_s / self.wall_s if self.wall_s > 0 else 0.0
-
-
-ProgressCallback = Callable[[ConvertProgress], None]
-
-
-def output_format(output: Path) -> str:
-    """FFmpeg muxer name for OUTPUT's extension; ValueError for one facestream does not write."""
-    fmt = OUTPUT_FORMATS.get(output.suffix.lower())
-    if fmt is None:
-        raise ValueError(
-            f"output {output} must end in one of {', '.join(OUTPUT_FORMATS)} "
-            f"(got {output.suffix or 'no extension'})"
-        )
-    return fmt
-
-
-def check_output(input: str | Path, output: str | Path) -> None:
-    """ValueError, before any work, for an OUTPUT that cannot be written: an extension
-    facestream does not write, a missing folder, an existing folder, or INPUT itself
-    (also through a link). An existing file is overwritten, as cp and FFmpeg's -y do."""
-    output = Path(output)
-    output_format(output)
-    if output.is_dir():
-        raise ValueError(f"output {output} is a folder: name a file, e.g. {output / 'out.mp4'}")
-    if not output.parent.is_dir():
-        raise ValueError(f"output folder {output.parent} does not exist")
-    if output.exists() and Path(input).exists() and os.path.samefile(input, output):
-        raise ValueError(f"output {output} is the input file: write the result to another file")
+__all__ = [
+    "OUTPUT_FORMATS",
+    "ConvertCancelled",
+    "ConvertProgress",
+    "ConvertResult",
+    "EncodeOptions",
+    "ProgressCallback",
+    "build_pipeline",
+    "check_output",
+    "convert_file",
+    "convert_with_pipeline",
+    "output_format",
+    "prepare_params",
+]
 
 
 def prepare_params(
@@ -296,7 +214,7 @@ def convert_with_pipeline(
     try:
         info = describe(container, Path(input))
         check(info, limits)
-        temp = _temp_path(output)
+        temp = temp_path(output)
         try:
             tags = provenance_tags(provenance)
             found = faces.track(input) if faces is not None and pipeline.needs_faces else None
@@ -323,7 +241,7 @@ def convert_with_pipeline(
             raise
     finally:
         container.close()
-    record = _mark(output, provenance, settings)
+    record = mark_output(output, provenance, settings)
     wall = time.perf_counter() - started
     logger.debug("converted %s -> %s: %d frames in %.1f s", input, output, frames, wall)
     return ConvertResult(
@@ -337,26 +255,6 @@ def convert_with_pipeline(
         wall_s=wall,
         provenance=record,
     )
-
-
-def _mark(output: Path, provenance: ProvenanceInfo, settings: Settings) -> ProvenanceRecord:
-    """Provenance for the finished file; on failure the file is removed (never left unmarked)."""
-    try:
-        return mark_file(output, provenance, settings)
-    except BaseException:
-        output.unlink(missing_ok=True)
-        output.with_name(output.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
-        raise
-
-
-def _temp_path(output: Path) -> Path:
-    """An empty, unique OUTPUT.part-XXXX in OUTPUT's folder (so os.replace is atomic),
-    made with mode 0666 less the umask, as any new file (mkstemp's 0600 would stay)."""
-    while True:
-        path = output.with_name(f"{output.name}.part-{secrets.token_hex(4)}")
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return path
 
 
 def _run(
