@@ -3,7 +3,8 @@
 // #effect-description, #params, #face-upload, #face-file, #face-consent and #face-status
 // (and adds #effect-notes after #effect-description for unavailable effects and ?effect= notices).
 // Each effect's parameter values and the uploaded face are remembered while the page is open,
-// so switching to another effect and back keeps them.
+// so switching to another effect and back keeps them. A face parameter shows the uploaded photo
+// (name and thumbnail) or that none is there yet; its face id stays in a hidden input.
 "use strict";
 
 const facestreamEffects = (() => {
@@ -12,6 +13,8 @@ const facestreamEffects = (() => {
   const hexToRgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
   const remembered = {}; // effect name -> {param: value} the user has set
   let faceId = ""; // the uploaded swap source (POST /faces), "" before one is ready
+  let faceName = ""; // the uploaded photo's file name, shown to the user (the id never is)
+  let facePreview = ""; // a blob: URL of that photo, for a thumbnail
 
   // A request's error body as plain text: a string detail as is, FastAPI's validation list as
   // "where: what" lines joined with "; ".
@@ -44,7 +47,23 @@ const facestreamEffects = (() => {
   }
 
   const labelOf = (name) => name.replace(/_/g, " ");
-  const helpOf = (spec) => (spec.type === "face" ? "the face photo uploaded below" : spec.help || "");
+  const helpOf = (spec) => (spec.type === "face" ? "" : spec.help || "");
+
+  // The face a face parameter uses, in words (and a thumbnail): never the internal face id.
+  function showFaceChoice(box) {
+    box.replaceChildren();
+    box.classList.toggle("face-missing", !faceId);
+    if (!faceId) {
+      box.textContent = "no face yet: upload a photo below";
+      return;
+    }
+    if (facePreview) {
+      const thumb = Object.assign(document.createElement("img"), { src: facePreview, alt: "" });
+      Object.assign(thumb.style, { height: "2.5rem", maxWidth: "4rem", objectFit: "cover", borderRadius: "4px", verticalAlign: "middle", marginRight: "0.5rem" });
+      box.append(thumb);
+    }
+    box.append(`${faceName || "the uploaded photo"} (ready)`);
+  }
 
   // One labelled control for the parameter `name`; onChange(value) on every edit.
   function controlFor(name, spec, value, onChange) {
@@ -65,9 +84,12 @@ const facestreamEffects = (() => {
       input = document.createElement("select");
       for (const c of spec.choices) input.append(new Option(labelOf(c), c, false, c === value));
       input.onchange = () => onChange(input.value);
-    } else if (spec.type === "face") {
-      input = Object.assign(document.createElement("input"), { type: "text", value: value || "", placeholder: "upload a face below", readOnly: true });
+    } else if (spec.type === "face") { // the id rides in a hidden input; the user sees the photo
+      input = Object.assign(document.createElement("input"), { type: "hidden", value: value || "" });
       input.dataset.faceParam = name;
+      out.dataset.faceChoice = name;
+      out.style.gridColumn = "2 / -1";
+      showFaceChoice(out);
     } else {
       input = Object.assign(document.createElement("input"), { type: "range", min: spec.min, max: spec.max, step: stepFor(spec), value });
       out.textContent = value;
@@ -163,17 +185,23 @@ const facestreamEffects = (() => {
     return effects;
   }
 
-  function setFace(id, params) {
+  // `file`: the uploaded photo (its name and a thumbnail are shown), none when forgetting.
+  function setFace(id, params, file = null) {
     faceId = id;
+    faceName = file ? file.name : "";
+    if (facePreview) URL.revokeObjectURL(facePreview);
+    facePreview = file ? URL.createObjectURL(file) : "";
     for (const input of document.querySelectorAll("[data-face-param]")) {
       input.value = id;
       if (params) params[input.dataset.faceParam] = id;
     }
+    for (const box of document.querySelectorAll("[data-face-choice]")) showFaceChoice(box);
     $("face-status").textContent = id ? "face ready" : "";
   }
 
   // POST the chosen photo (with consent) to /faces and put its face_id into every face parameter
-  // control and into `params`; true when the face is ready. A failed upload keeps an earlier face.
+  // (hidden inputs) and into `params`, and show the photo as the chosen face; true when the face
+  // is ready. A failed upload keeps an earlier face.
   async function uploadFace(params, authHeaders, detailOfResponse = detailOf) {
     const file = $("face-file").files[0];
     if (!file) { $("face-status").textContent = "choose a photo first"; return false; }
@@ -182,13 +210,19 @@ const facestreamEffects = (() => {
     form.append("file", file);
     form.append("consent", "true");
     $("face-status").textContent = "uploading…";
-    const response = await fetch("/faces", { method: "POST", body: form, headers: authHeaders() });
+    let response;
+    try {
+      response = await fetch("/faces", { method: "POST", body: form, headers: authHeaders() });
+    } catch {
+      $("face-status").textContent = "the upload failed: the server could not be reached";
+      return false;
+    }
     if (!response.ok) {
       const kept = faceId ? " (the face uploaded before is still used)" : "";
       $("face-status").textContent = `rejected: ${await detailOfResponse(response)}${kept}`;
       return false;
     }
-    setFace((await response.json()).face_id, params);
+    setFace((await response.json()).face_id, params, file);
     return true;
   }
 

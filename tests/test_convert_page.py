@@ -1,0 +1,249 @@
+"""The /convert page in real headless Chromium, as a user meets it: a conversion and its
+download, a failed upload that leaves nothing of the earlier run on screen, the swap face
+shown as a photo (never its internal id) and Convert refused without one, a phone-sized
+face upload block, and a job that survives a reload and can be cancelled.
+
+One server and one browser serve the whole module; each test opens its own browser context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from browser_helpers import chromium
+from conftest import portrait_path
+from convert_helpers import cut_clip, summarise
+from playwright.sync_api import Browser, Page
+from server_helpers import RunningServer, running_server
+
+from stream.settings import Settings
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+FRAMES = 12
+MAX_VIDEO_BYTES = 4_000_000  # a 413 for the "too large" case; the clips are smaller
+OPTIONS_LOADED = "document.querySelectorAll('#effect option').length > 3"
+SETTLED = (
+    "['done', 'failed', 'cancelled', 'not started']"
+    ".includes(document.getElementById('status').textContent)"
+)
+PageFactory = Callable[..., Page]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 frames of video.mp4 at 320x180 with its AAC audio."""
+    return cut_clip(tmp_path_factory.mktemp("page") / "clip.mp4", frames=FRAMES, size=(320, 180))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), max_video_bytes=MAX_VIDEO_BYTES)
+    with running_server(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def open_page(browser: Browser, server: RunningServer) -> Iterator[PageFactory]:
+    """open_page(query="", width=1000): a fresh context's /convert page with the menu loaded."""
+    contexts = []
+
+    def _open(query: str = "", width: int = 1000) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(f"{server.url}/convert{query}")
+        page.wait_for_function(OPTIONS_LOADED)
+        return page
+
+    yield _open
+    for context in contexts:
+        context.close()
+
+
+def convert(page: Page, video: Path, timeout: float = 120_000) -> str:
+    """Choose `video`, press Convert, wait until the page settles; the status it shows."""
+    page.set_input_files("#file", str(video))
+    page.click("#start")
+    page.wait_for_function(SETTLED, timeout=timeout)
+    return page.locator("#status").inner_text()
+
+
+def readouts(page: Page) -> dict[str, object]:
+    return {
+        "progress": page.evaluate("document.getElementById('progress').value"),
+        "frames": page.locator("#frames").inner_text(),
+        "fps": page.locator("#fps").inner_text(),
+        "eta": page.locator("#eta").inner_text(),
+        "download": page.locator("#download").is_visible(),
+        "href": page.get_attribute("#download", "href"),
+    }
+
+
+NOTHING_YET = {
+    "progress": 0,
+    "frames": "0 / 0",
+    "fps": "0",
+    "eta": "–",
+    "download": False,
+    "href": None,
+}
+
+
+def test_a_conversion_offers_a_download_that_is_the_result(
+    open_page: PageFactory, clip: Path, tmp_path: Path
+) -> None:
+    page = open_page("?effect=sketch")
+    assert convert(page, clip) == "done"
+    shown = readouts(page)
+    assert (shown["progress"], shown["frames"], shown["download"]) == (
+        1,
+        f"{FRAMES} / {FRAMES}",
+        True,
+    )
+    assert shown["eta"] == "–"  # nothing is left: no "0 s"
+    assert page.locator("#job").inner_text() == "clip.mp4 with sketch"
+    with page.expect_download() as download_info:
+        page.click("#download")
+    download = download_info.value
+    assert download.suggested_filename == "clip-sketch.mp4"
+    saved = tmp_path / "result.mp4"
+    download.save_as(saved)
+    result = summarise(saved)
+    assert len(result.pts) == FRAMES and (result.width, result.height) == (320, 180)
+    assert "sketch" in result.metadata["comment"]
+
+
+def _text_file(folder: Path) -> Path:
+    path = folder / "notes.mp4"
+    path.write_bytes(b"just some words, not a video\n" * 40)
+    return path
+
+
+def _truncated(folder: Path, clip: Path) -> Path:
+    path = folder / "cut-short.mp4"
+    path.write_bytes(clip.read_bytes()[:3000])
+    return path
+
+
+def _too_large(folder: Path, clip: Path) -> Path:
+    path = folder / "huge.mp4"
+    path.write_bytes(clip.read_bytes() * (2 * MAX_VIDEO_BYTES // clip.stat().st_size + 1))
+    return path
+
+
+FAILED_UPLOADS = [
+    # id, the file, words of the message the page shows
+    ("not-a-video", lambda folder, clip: _text_file(folder), "not a video file"),
+    ("unreadable", _truncated, "not a readable video"),
+    ("too-large", _too_large, "too large for this server"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"), [case[1:] for case in FAILED_UPLOADS], ids=[c[0] for c in FAILED_UPLOADS]
+)
+def test_a_failed_upload_leaves_nothing_of_the_earlier_run(
+    open_page: PageFactory,
+    clip: Path,
+    tmp_path: Path,
+    make: Callable[[Path, Path], Path],
+    message: str,
+) -> None:
+    page = open_page("?effect=sketch")
+    assert convert(page, clip) == "done" and readouts(page)["download"]
+    assert convert(page, make(tmp_path, clip)) == "failed"
+    assert readouts(page) == NOTHING_YET
+    assert not page.locator("#job").is_visible()
+    assert message in page.locator("#error").inner_text()
+    assert page.locator("#start").is_enabled() and not page.locator("#cancel").is_visible()
+
+
+def test_swap_shows_the_photo_not_its_id_and_waits_for_a_face(
+    open_page: PageFactory, server: RunningServer, clip: Path
+) -> None:
+    page = open_page("?effect=swap")
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    # The face parameter is no text field: the user sees the upload block and a status.
+    assert page.locator("#params input:visible:not([type=range])").count() == 0
+    assert page.locator("#face-upload").is_visible()
+    choice = page.locator("[data-face-choice]")
+    assert choice.inner_text() == "no face yet: upload a photo below"
+
+    assert convert(page, clip) == "not started"
+    error = page.locator("#error").inner_text()
+    assert "swap needs a face" in error and "Upload face" in error, error
+    assert "POST /faces" not in error and "face_id" not in error
+    assert posted == [], "the page sent a job the server would refuse"
+
+    page.set_input_files("#face-file", str(portrait_path("paul_rudd")))
+    page.check("#face-consent")
+    page.click("#face-send")
+    page.wait_for_function(
+        "document.getElementById('face-status').textContent === 'face ready'", timeout=60_000
+    )
+    face_id = page.locator("[data-face-param]").input_value()
+    assert face_id and face_id not in page.locator("body").inner_text()
+    assert choice.inner_text() == "paul_rudd.jpg (ready)"
+    assert not page.locator("#error").is_visible(), "the answered refusal is still shown"
+
+    assert convert(page, clip) == "done"
+    href = page.get_attribute("#download", "href") or ""
+    job = httpx.get(server.url + href.removesuffix("/result"), timeout=10).json()
+    assert job["effect"] == {"name": "swap", "params": {"source_face": face_id}}
+
+
+def test_face_upload_block_at_phone_width(open_page: PageFactory) -> None:
+    """At 390 px: nothing scrolls sideways; photo, consent and button stack in that order,
+    the checkbox beside (not above or below) the first line of its text."""
+    page = open_page("?effect=swap", width=390)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    photo = page.locator("#face-file").bounding_box()
+    box = page.locator("#face-consent").bounding_box()
+    text = page.locator("#face-consent + span").bounding_box()
+    button = page.locator("#face-send").bounding_box()
+    block = page.locator("#face-upload").bounding_box()
+    assert photo and box and text and button and block
+    assert box["x"] + box["width"] <= text["x"] and abs(box["y"] - text["y"]) < 12, (box, text)
+    assert photo["y"] + photo["height"] <= min(box["y"], text["y"]), (photo, box, text)
+    assert text["y"] + text["height"] <= button["y"], (text, button)
+    for part in (photo, text, button):
+        assert part["x"] + part["width"] <= block["x"] + block["width"], (part, block)
+
+
+def test_a_job_survives_a_reload_and_cancel_stops_it(
+    open_page: PageFactory, server: RunningServer, tmp_path: Path
+) -> None:
+    """Reloading mid-job picks the job up again; Cancel removes it on the server and
+    leaves no readout of it."""
+    long_clip = cut_clip(tmp_path / "long.mp4", frames=105, size=(960, 540))  # ~5 s of makeup
+    page = open_page("?effect=makeup")
+    page.set_input_files("#file", str(long_clip))
+    with page.expect_response("**/jobs") as posted:
+        page.click("#start")
+    job_id = posted.value.json()["job_id"]
+    running = "document.getElementById('status').textContent.startsWith('converting')"
+    page.wait_for_function(running, timeout=120_000)
+    page.reload()
+    page.wait_for_function(running, timeout=30_000)
+    assert page.locator("#job").inner_text() == "long.mp4 with makeup"
+    assert page.locator("#cancel").is_visible() and page.locator("#start").is_disabled()
+    page.click("#cancel")
+    page.wait_for_function(SETTLED, timeout=30_000)
+    assert page.locator("#status").inner_text() == "cancelled"
+    assert readouts(page) == NOTHING_YET and not page.locator("#error").is_visible()
+    assert httpx.get(f"{server.url}/jobs/{job_id}", timeout=10).status_code == 404
+    page.reload()  # a cancelled job is not picked up again
+    page.wait_for_function(OPTIONS_LOADED)
+    page.wait_for_timeout(300)
+    assert page.locator("#status").inner_text() == "choose a file"
