@@ -20,6 +20,7 @@ from engines.effects.base import Color, Effect, EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from engines.errors import EngineError
 from stream.audit import AuditLog
+from stream.frame_sharing import OwnFrameTrack
 from stream.keying import KeyedBackground, keyed_spec
 from stream.lifetimes import close_peer
 from stream.metrics import Metrics
@@ -83,7 +84,7 @@ class Session:
         """A new consumer of the processed stream (newest frame only), e.g. a WHEP player."""
         if self.track is None:
             raise SessionNotFound(f"session {self.id} has no video yet")
-        return self.relay.subscribe(self.track, buffered=False)
+        return OwnFrameTrack(self.relay.subscribe(self.track, buffered=False))
 
     def describe(self) -> dict[str, Any]:
         track = self.track
