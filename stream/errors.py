@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from engines.errors import (
     EffectUnavailable,
@@ -56,11 +57,18 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"WWW-Authenticate": 'Bearer realm="facestream"'}
         return SafeJSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
+    async def client_gone(request: Request, _error: Exception) -> JSONResponse:
+        # A cancelled upload or a closed tab: nobody is left to answer, nothing went wrong here.
+        logger.info("client left during %s %s", request.method, request.url.path)
+        detail = "the client disconnected before its request was read"
+        return JSONResponse({"detail": detail}, status_code=400)
+
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
 
     for kind, _status in _STATUS:
         app.add_exception_handler(kind, typed_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -69,9 +69,42 @@ def test_too_large_upload_names_a_human_size(server: RunningServer) -> None:
     response = _post(server.url, {"file": ("big.mp4", bytes(2 << 20), "video/mp4")}, "sketch")
     assert response.status_code == 413
     detail = response.json()["detail"]
-    assert "2 MiB" in detail and "1.1 MiB" in detail and "bytes" not in detail, detail
+    assert (
+        "2 MiB" in detail
+        and "limit for a video on this server is 1 MiB" in detail
+        and "bytes" not in detail
+    ), detail
     assert human_size(512 << 20) == "512 MiB" and human_size((512 << 20) + (64 << 10)) == "512 MiB"
     assert human_size(1536) == "1.5 KiB" and human_size(1000) == "1000 bytes"
+
+
+def test_an_upload_cut_off_by_the_client_is_no_server_error(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser that cancels its upload (or closes the tab) is logged as such, not as a crash,
+    and the server goes on taking jobs."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.url)
+    jobs = server.app.state.services.jobs
+    before = len(jobs)
+    head = (
+        "POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        "Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; "
+        'name="file"; filename="a.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+    )
+    with caplog.at_level("INFO", logger="stream"):
+        with socket.create_connection((address.hostname, address.port)) as raw:
+            raw.sendall(head.encode() + bytes(100_000))
+            time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not any("client left" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert len(jobs) == before
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
 
 
 def _wait(url: str, job_id: str) -> dict[str, Any]:

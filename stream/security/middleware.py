@@ -47,6 +47,17 @@ def body_limit(settings: Settings, method: str, path: str) -> int:
     return settings.max_body_bytes
 
 
+def limit_words(settings: Settings, method: str, path: str) -> str:
+    """The body limit of `method path` as its user knows it: the configured file size."""
+    if method == "POST" and path == "/jobs":
+        return f"the limit for a video on this server is {human_size(settings.max_video_bytes)}"
+    if method == "POST" and path in ("/faces", "/similarity"):
+        return f"the limit for an image on this server is {human_size(settings.max_image_bytes)}"
+    if method == "POST" and (path in ("/offer", "/whip") or path.startswith("/whep/")):
+        return f"the limit for an SDP offer is {human_size(settings.max_offer_bytes)}"
+    return f"the limit for {method} {path} is {human_size(body_limit(settings, method, path))}"
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -94,14 +105,14 @@ class _Guard:
                 await _send_json(send, 400, "the Content-Length header is not a number")
                 return
             if int(declared) > limit:
-                await _send_json(send, 413, self._too_large(method, path, limit, int(declared)))
+                await _send_json(send, 413, self._too_large(method, path, int(declared)))
                 return
         await self._limited(scope, receive, send, limit)
 
-    @staticmethod
-    def _too_large(method: str, path: str, limit: int, size: int | None) -> str:
+    def _too_large(self, method: str, path: str, size: int | None) -> str:
+        limit = body_limit(self.settings, method, path)
         what = human_size(size) if size is not None else f"more than {human_size(limit)}"
-        return f"the request body is {what}; the limit for {method} {path} is {human_size(limit)}"
+        return f"the request body is {what}; {limit_words(self.settings, method, path)}"
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app with a receive that counts body bytes and stops at `limit`."""
@@ -129,9 +140,7 @@ class _Guard:
             await self.app(scope, counting_receive, guarded_send)
         if state["exceeded"] and not state["started"]:
             logger.info("refused %s %s: body over %d bytes", scope["method"], scope["path"], limit)
-            await _send_json(
-                send, 413, self._too_large(scope["method"], scope["path"], limit, None)
-            )
+            await _send_json(send, 413, self._too_large(scope["method"], scope["path"], None))
 
 
 class _JsonCORSMiddleware(CORSMiddleware):
