@@ -6,7 +6,8 @@ work: a reader (demux + decode + RGB), the calling thread (the pipeline; it owns
 models, like a device worker), and a writer (H.264 encode + mux). Queues between them
 are bounded. Given a :class:`stream.face_process.FaceProcess` (on a CPU), the face
 stage runs in that process instead, over the same file, so a second core is used
-without the threads fighting over Python's interpreter lock. The audio stream is copied packet for packet, video timestamps are kept,
+without the threads fighting over Python's interpreter lock. Audio and subtitle tracks
+are kept (stream.convert_io), video timestamps are kept,
 and the result is written to ``OUTPUT.part-XXXX`` next to OUTPUT and renamed at the end,
 so an interrupted run leaves no half file.
 """
@@ -292,6 +293,7 @@ def _run(
         frame_rate=info.frame_rate,
         time_base=info.time_base,
         audio_templates=reader.audio_streams,
+        subtitle_templates=reader.subtitle_streams,
         sample_aspect_ratio=info.sample_aspect_ratio,
         metadata=dict(tags),
     )

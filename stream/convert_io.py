@@ -2,13 +2,14 @@
 
 FrameReader demuxes and decodes the input in its own thread and hands over upright RGB
 frames (HxWx3 uint8, host memory, the display matrix applied: stream.convert_frames)
-and untouched audio packets of every audio track, in file order, through a bounded
-queue. FrameWriter owns the output container in its own thread: it encodes processed
-RGB frames (H.264, the input's timestamps and pixel aspect ratio) and writes every
-audio track, copied or re-encoded to AAC where the container cannot hold it
-(stream.convert_audio, decided before anything is decoded). Pump connects both to the
-thread that runs the pipeline, keeps each frame's timestamp with it, and shuts
-everything down on error or cancellation.
+and untouched packets of every audio and subtitle track, in file order, through a
+bounded queue. FrameWriter owns the output container in its own thread: it encodes
+processed RGB frames (H.264, the input's timestamps and pixel aspect ratio) and writes
+every audio track, copied or re-encoded to AAC where the container cannot hold it
+(stream.convert_audio), and every subtitle track it can carry, copied or converted to
+its text codec (stream.convert_subtitles); both decided before anything is decoded.
+Pump connects both to the thread that runs the pipeline, keeps each frame's timestamp
+with it, and shuts everything down on error or cancellation.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import numpy as np
 
 from stream.convert_audio import KEPT_TAGS, AacEncoder, AudioRoute, plan_audio
 from stream.convert_frames import encodable_size, rgb_frame, upright_rgb
+from stream.convert_subtitles import SubtitleRoute, SubtitleTrack, plan_subtitles
 
 logger = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 6
 _POLL_S = 0.1
 _END = ("end", None, None)
+_PACKET_KINDS = ("audio", "subtitle")  # passed through to the writer as packets
 
 
 class _Stopped(Exception):
@@ -68,10 +71,10 @@ def stamp_seconds(pts: int | None, time_base: Fraction | None) -> float | None:
 
 class FrameReader:
     """Decodes video[0] of an open input container (upright, see upright_rgb); passes
-    on the packets of every audio stream.
+    on the packets of every audio and subtitle stream.
 
     Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
-    then ("end", None, None), or ("error", exception, None).
+    ("subtitle", packet, None), then ("end", None, None), or ("error", exception, None).
     """
 
     def __init__(self, container: Any, stop: threading.Event) -> None:
@@ -81,6 +84,7 @@ class FrameReader:
         self.video_stream.thread_type = "AUTO"
         self.audio_streams: tuple[Any, ...] = tuple(container.streams.audio)
         self.audio_stream = self.audio_streams[0] if self.audio_streams else None
+        self.subtitle_streams: tuple[Any, ...] = tuple(container.streams.subtitles)
         self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
         self.thread = threading.Thread(
             target=self._run, name="facestream-convert-read", daemon=True
@@ -101,12 +105,14 @@ class FrameReader:
                 _put(self.items, ("error", error, None), self._stop)
 
     def _read(self) -> None:
-        for packet in self._container.demux(self.video_stream, *self.audio_streams):
+        streams = (self.video_stream, *self.audio_streams, *self.subtitle_streams)
+        for packet in self._container.demux(*streams):
             if self._stop.is_set():
                 raise _Stopped
-            if packet.stream.type == "audio":
+            kind = packet.stream.type
+            if kind in _PACKET_KINDS:
                 if packet.dts is not None and packet.size > 0:
-                    _put(self.items, ("audio", packet, None), self._stop)
+                    _put(self.items, (kind, packet, None), self._stop)
                 continue
             for frame in packet.decode():
                 rgb = upright_rgb(frame)
@@ -120,6 +126,7 @@ class OutputSpec:
 
     time_base: the input video's time base; frame timestamps are written in it.
     audio_templates: the input audio streams to write, in order.
+    subtitle_templates: the input subtitle streams to write where possible, in order.
     sample_aspect_ratio: the input's pixel aspect ratio (None: square).
     """
 
@@ -134,17 +141,20 @@ class OutputSpec:
     frame_rate: Fraction
     time_base: Fraction
     audio_templates: tuple[Any, ...] = ()
+    subtitle_templates: tuple[Any, ...] = ()
     sample_aspect_ratio: Fraction | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 
 class FrameWriter:
-    """Encodes RGB frames and writes audio packets into `spec.path` in its own thread.
+    """Encodes RGB frames and writes audio and subtitle packets into `spec.path` in
+    its own thread.
 
     Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
-    ("end", None, None). `error` holds what stopped it, if anything. Construction
-    decides each audio track's route (copy or AAC) and raises AudioNotWritable at
-    once for one that fits neither; nothing has been decoded then.
+    ("subtitle", packet, None), ("end", None, None). `error` holds what stopped it, if
+    anything. Construction decides each audio track's route (copy or AAC) and raises
+    AudioNotWritable at once for one that fits neither, and each subtitle track's
+    (copy, convert, or left out with a warning); nothing has been decoded then.
     """
 
     def __init__(self, spec: OutputSpec, stop: threading.Event) -> None:
@@ -156,6 +166,9 @@ class FrameWriter:
         self.audio_packets = 0
         self.audio_routes: list[AudioRoute] = plan_audio(
             spec.audio_templates, spec.format_name, public_name(spec.path)
+        )
+        self.subtitle_routes: list[SubtitleRoute] = plan_subtitles(
+            spec.subtitle_templates, spec.format_name, public_name(spec.path)
         )
         self.width, self.height = encodable_size(spec.width, spec.height, spec.pix_fmt)
         if (self.width, self.height) != (spec.width, spec.height):
@@ -178,7 +191,8 @@ class FrameWriter:
         self.thread.start()
 
     def _open(self) -> tuple[Any, Any, dict[int, Any]]:
-        """(output, video stream, {input audio index: output stream or AacEncoder})."""
+        """(output, video stream, {input index: output audio stream, AacEncoder or
+        SubtitleTrack})."""
         spec = self.spec
         options = {"movflags": "+faststart"} if spec.format_name in ("mp4", "mov") else {}
         output = av.open(str(spec.path), mode="w", format=spec.format_name, options=options)
@@ -195,13 +209,15 @@ class FrameWriter:
             video.codec_context.time_base = spec.time_base
             if spec.sample_aspect_ratio:
                 video.codec_context.sample_aspect_ratio = spec.sample_aspect_ratio
-            audio = {
+            tracks = {
                 route.template.index: self._add_audio(output, route) for route in self.audio_routes
             }
+            for subtitle in self.subtitle_routes:
+                tracks[subtitle.template.index] = SubtitleTrack(output, subtitle)
         except BaseException:
             output.close()
             raise
-        return output, video, audio
+        return output, video, tracks
 
     @staticmethod
     def _add_audio(output: Any, route: AudioRoute) -> Any:
@@ -236,19 +252,24 @@ class FrameWriter:
                 self.error = self.error or renamed(error, self.spec.path)
                 self.finished = False
 
-    def _write(self, output: Any, video: Any, audio: dict[int, Any]) -> None:
+    def _write(self, output: Any, video: Any, tracks: dict[int, Any]) -> None:
         while True:
             kind, payload, stamp = _get_until_stopped(self.items, self._stop)
             if kind == "end":
                 break
             if kind == "audio":
-                self._write_audio(output, audio[payload.stream.index], payload)
+                self._write_audio(output, tracks[payload.stream.index], payload)
+                continue
+            if kind == "subtitle":
+                track = tracks.get(payload.stream.index)  # None: left out (plan_subtitles)
+                if track is not None:
+                    track.write(output, payload)
                 continue
             for packet in video.encode(self._frame(payload, stamp)):
                 output.mux(packet)
         for packet in video.encode(None):
             output.mux(packet)
-        for target in audio.values():
+        for target in tracks.values():
             if isinstance(target, AacEncoder):
                 output.mux(target.flush())
 
@@ -328,7 +349,8 @@ class Pump:
         raise error
 
     def frames(self) -> Iterator[np.ndarray]:
-        """RGB frames in file order; audio packets are passed to the writer on the way."""
+        """RGB frames in file order; audio and subtitle packets are passed to the writer
+        on the way."""
         while True:
             try:
                 kind, payload, stamp = _get(self._reader.items, self._stop, self._reader.thread)
@@ -338,7 +360,7 @@ class Pump:
                 return
             if kind == "error":
                 raise payload
-            if kind == "audio":
+            if kind in _PACKET_KINDS:
                 self._to_writer((kind, payload, stamp))
                 continue
             self._stamps.append(stamp)

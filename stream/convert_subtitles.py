@@ -1,0 +1,231 @@
+"""The subtitles of a file conversion: which tracks are copied, converted or left out.
+
+Every subtitle track of the input is kept, in order, with its language, title and
+disposition (default, forced, ...), and its packets keep their timestamps, so cues stay
+where they were against the video (whose timestamps the converter keeps too). A track
+whose codec the output container can hold is copied packet for packet (mov_text into
+MP4/MOV; SubRip, ASS, WebVTT, DVD, PGS... into Matroska). A text track it cannot hold is
+decoded and re-encoded to the output's text codec (SubRip/ASS/WebVTT into MP4/MOV as
+mov_text; mov_text into Matroska as SubRip), cue by cue with the input's times. Any
+other track (bitmap subtitles into MP4/MOV) is left out with one WARNING naming it and
+saying why. :func:`plan_subtitles` decides all this before a single frame is decoded,
+by writing the track into an in-memory container of the output's format: the header
+alone, as a track's first cue may lie anywhere in the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+
+logger = logging.getLogger(__name__)
+
+# The text codec each output format gets for text subtitles it cannot hold as they are.
+TEXT_CODECS = {"mp4": "mov_text", "mov": "mov_text", "matroska": "subrip"}
+# Stream tags carried over (MP4 reads a track's title back as "name").
+_TITLE_TAGS = ("title", "name")
+_MS = Fraction(1, 1000)  # the unit of a decoded subtitle's display times
+
+
+@dataclass(frozen=True)
+class SubtitleRoute:
+    """One input subtitle track's way into the output.
+
+    template: the input av.SubtitleStream. codec: None when its packets are copied,
+    else the text codec ("mov_text", "subrip") its cues are re-encoded to.
+    """
+
+    template: Any
+    codec: str | None = None
+
+
+def plan_subtitles(
+    streams: Sequence[Any], format_name: str, output_name: str
+) -> list[SubtitleRoute]:
+    """A route per input subtitle track the output can carry, in order; each other
+    track is left out with one WARNING (track, codec, language, why).
+
+    format_name: the output muxer ("mp4", "mov", "matroska"); output_name: how
+    messages call the output. Opens the decoder of a track to be converted (its ASS
+    header is the encoder's); reads no packet.
+    """
+    routes = []
+    for stream in streams:
+        if _can_copy(stream, format_name):
+            routes.append(SubtitleRoute(stream))
+            continue
+        target = TEXT_CODECS.get(format_name)
+        reason = _why_not_convertible(stream, format_name, target)
+        if reason is None and target is not None:
+            logger.info(
+                "subtitle %s is converted to %s for %s", describe_track(stream), target, format_name
+            )
+            routes.append(SubtitleRoute(stream, target))
+            continue
+        hint = "" if format_name == "matroska" else "; write a .mkv to keep it"
+        logger.warning(
+            "subtitle %s is left out of %s: %s%s", describe_track(stream), output_name, reason, hint
+        )
+    return routes
+
+
+def describe_track(stream: Any) -> str:
+    """How messages name a subtitle track: 'track 2 (subrip, eng, "Commentary")'."""
+    tags = kept_tags(stream)
+    parts = [codec_name(stream), tags.get("language", "")]
+    parts.append(f'"{tags["title"]}"' if "title" in tags else "")
+    return f"track {stream.index} ({', '.join(part for part in parts if part)})"
+
+
+def codec_name(stream: Any) -> str:
+    """The codec's FFmpeg name (hdmv_pgs_subtitle, subrip), not its decoder's (pgssub, srt)."""
+    context = stream.codec_context
+    if context is None:
+        return "unknown codec"
+    codec = context.codec
+    return str(getattr(codec, "canonical_name", None) or codec.name)
+
+
+def kept_tags(stream: Any) -> dict[str, str]:
+    """The language and title of `stream`, lower-case keys; 'und' languages dropped."""
+    tags = {key.lower(): value for key, value in stream.metadata.items()}
+    kept = {}
+    if tags.get("language", "und") != "und":
+        kept["language"] = tags["language"]
+    title = next((tags[key] for key in _TITLE_TAGS if tags.get(key)), None)
+    if title:
+        kept["title"] = title
+    return kept
+
+
+def _can_copy(stream: Any, format_name: str) -> bool:
+    """Whether a `format_name` file takes `stream`'s packets unchanged (header and
+    trailer of an in-memory file; no packet is read)."""
+    if stream.codec_context is None:
+        return False
+    trial = av.open(io.BytesIO(), mode="w", format=format_name)
+    try:
+        trial.add_stream_from_template(stream)
+        trial.start_encoding()
+        trial.close()
+    except (av.error.FFmpegError, ValueError):
+        logger.debug("%s subtitles cannot be copied into %s", codec_name(stream), format_name)
+        return False
+    finally:
+        _close_quietly(trial)
+    return True
+
+
+def _why_not_convertible(stream: Any, format_name: str, target: str | None) -> str | None:
+    """None when `stream`'s cues can be re-encoded to `target` in `format_name`, else why not."""
+    context = stream.codec_context
+    if context is None:
+        return "this FFmpeg has no decoder for its codec"
+    codec = codec_name(stream)
+    if target is None:
+        return f"{format_name} holds no {codec} subtitles"
+    cannot_hold = f"{format_name} cannot hold {codec} subtitles"
+    if not context.codec.text_sub:
+        kind = "bitmap" if context.codec.bitmap_sub else "non-text"
+        return f"{cannot_hold}, and {kind} subtitles cannot be converted to {target}"
+    if target not in av.codecs_available:
+        return f"{cannot_hold}, and this FFmpeg has no {target} encoder"
+    try:
+        context.open(strict=False)
+        trial = av.open(io.BytesIO(), mode="w", format=format_name)
+        try:
+            _add_encoder(trial, stream, target)
+            trial.start_encoding()
+        finally:
+            _close_quietly(trial)
+    except (av.error.FFmpegError, ValueError) as error:
+        return f"{cannot_hold}, and they cannot be converted to {target} ({error})"
+    return None
+
+
+def _add_encoder(output: Any, template: Any, codec: str) -> Any:
+    """A `codec` stream in `output` for `template`'s cues: its time base, its decoder's
+    ASS header (styles; the text encoders need one)."""
+    stream = output.add_stream(codec)
+    stream.time_base = template.time_base
+    stream.codec_context.time_base = template.time_base
+    stream.codec_context.subtitle_header = template.codec_context.subtitle_header
+    return stream
+
+
+def _close_quietly(container: Any) -> None:
+    with contextlib.suppress(av.error.FFmpegError, ValueError, OSError):
+        container.close()
+
+
+class SubtitleTrack:
+    """One subtitle track of the output: added to `output` for `route` with the input's
+    tags and disposition; :meth:`write` muxes an input packet's cue into it.
+
+    Runs in the writer's thread, which alone decodes the input track (when converted).
+    """
+
+    def __init__(self, output: Any, route: SubtitleRoute) -> None:
+        self._template = route.template
+        self._convert = route.codec is not None
+        if route.codec is not None:
+            self.stream: Any = _add_encoder(output, route.template, route.codec)
+        else:
+            self.stream = output.add_stream_from_template(route.template)
+        self.stream.metadata.update(kept_tags(route.template))
+        self.stream.disposition = route.template.disposition
+        self._mov_text = codec_name(route.template) == "mov_text"
+        self._warned = False
+
+    def write(self, output: Any, packet: Any) -> None:
+        """Mux `packet`'s cue, copied or converted, into `output` at its time. A cue the
+        muxer refuses (one timed before the track's last) is left out with a warning
+        (once per track); other errors, such as a full disk, are raised."""
+        for cue in self.packets(packet):
+            try:
+                output.mux(cue)
+            except av.error.ArgumentError as error:  # EINVAL
+                self._warn_once(packet, error)
+
+    def packets(self, packet: Any) -> list[Any]:
+        """The packets for `self.stream` carrying `packet`'s cue at its time (none for an
+        empty one: MP4's gap fillers, or a cue that could not be converted)."""
+        if self._mov_text and bytes(packet)[:2] == b"\x00\x00":
+            return []  # a gap: the MP4 muxer writes its own (copied, they come out twice)
+        if not self._convert:
+            packet.stream = self.stream
+            return [packet]
+        try:
+            cue = self._template.codec_context.decode2(packet)
+            if cue is None or len(cue) == 0:
+                return []
+            out = self.stream.codec_context.encode_subtitle(cue)
+        except av.error.FFmpegError as error:
+            self._warn_once(packet, error)
+            return []
+        duration = packet.duration or round(cue.end_display_time * _MS / packet.time_base)
+        out.pts = out.dts = packet.pts if packet.pts is not None else packet.dts
+        out.duration = duration
+        out.time_base = packet.time_base
+        out.stream = self.stream
+        return [out]
+
+    def _warn_once(self, packet: Any, error: Exception) -> None:
+        at = packet.pts if packet.pts is not None else packet.dts
+        seconds = float(at * packet.time_base) if at is not None and packet.time_base else 0.0
+        log = logger.debug if self._warned else logger.warning
+        reason = getattr(error, "strerror", None) or error  # FFmpeg's words, no file name
+        log(
+            "subtitle %s: a cue at %.3f s is left out (%s)",
+            describe_track(self._template),
+            seconds,
+            reason,
+        )
+        self._warned = True
