@@ -71,16 +71,12 @@ def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
 def rgb_frame(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:
     """A VideoFrame of `rgb` (HxWx3 uint8) for an encoder taking `pix_fmt`.
 
-    yuv420p with even sides is converted here (OpenCV, rounds to nearest) into one I420
-    array that the frame wraps without a copy; the array also rides along as the frame's
-    `opaque`, so stream.frame_sharing can give more encoders their own frame of it.
-    Any other format goes in as rgb24 and PyAV converts it for the encoder.
+    yuv420p with even sides is converted here (OpenCV, rounds to nearest); any other
+    format goes in as rgb24 and PyAV converts it for the encoder.
     """
     if pix_fmt in _I420_FORMATS and rgb.shape[0] % 2 == 0 and rgb.shape[1] % 2 == 0:
         yuv: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-        frame = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
-        frame.opaque = yuv
-        return frame
+        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
 
 

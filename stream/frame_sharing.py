@@ -3,67 +3,68 @@
 A session's processed track is relayed to every viewer (the webcam page, the OBS overlay,
 WHEP players), and aiortc encodes each viewer's frames in a thread of its own. Encoding
 changes the frame it is given: PyAV rebases `pts`/`time_base` to the codec's time base
-(1/30 s for aiortc's H.264, 1/90000 for VP8) and the H.264 encoder sets `pict_type`.
-With one frame object shared, an H.264 viewer rebased the timestamps under a VP8
-viewer, whose encoder then stopped for good (measured: VP8 players next to H.264 ones
-froze after 10-20 s). So every subscriber gets a frame of its own: a new frame object
-over the same I420 pixels when the frame carries them (stream.convert_frames.rgb_frame,
-0.01 ms), else a copy of the planes (0.5 ms at 720p).
+(1/30 s for aiortc's H.264) and the H.264 encoder sets `pict_type`. With one frame object
+shared, an H.264 viewer rebased the timestamps under a VP8 viewer, whose stream then froze
+for good (measured: VP8 players next to H.264 ones froze after 10-20 s). So while a track
+has several viewers, each gets a copy of every frame (0.2 ms at 480p, 0.5 ms at 720p); a
+single viewer gets the frame itself.
+
+(`VideoFrame.from_numpy_buffer` would share the pixels without a copy, but PyAV 18's
+yuv420p frames made that way encode wrongly with libx264: 14 against 3.7 grey levels of
+error on the same picture.)
 """
 
 from __future__ import annotations
 
 import av
 import numpy as np
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 
 def own_frame(frame: av.VideoFrame) -> av.VideoFrame:
-    """A VideoFrame with `frame`'s picture and timing that no other encoder holds."""
-    pixels = frame.opaque
-    if (
-        frame.format.name == "yuv420p"
-        and isinstance(pixels, np.ndarray)
-        and pixels.shape == (frame.height * 3 // 2, frame.width)
-    ):
-        mine = av.VideoFrame.from_numpy_buffer(pixels, format="yuv420p")
-        mine.opaque = pixels
-    else:
-        mine = _copy_planes(frame)
-    mine.pts = frame.pts
-    if frame.time_base is not None:
-        mine.time_base = frame.time_base
-    return mine
-
-
-def _copy_planes(frame: av.VideoFrame) -> av.VideoFrame:
+    """A copy of `frame` (picture, pts, time_base) that no other encoder holds."""
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for source, target in zip(frame.planes, copy.planes, strict=True):
         row = min(source.line_size, target.line_size)
-        rows = np.frombuffer(memoryview(source), np.uint8).reshape(-1, source.line_size)[
-            : source.height
-        ]
-        into = np.frombuffer(memoryview(target), np.uint8).reshape(-1, target.line_size)[
-            : target.height
-        ]
-        into[:, :row] = rows[:, :row]
+        rows = np.frombuffer(memoryview(source), np.uint8).reshape(-1, source.line_size)
+        into = np.frombuffer(memoryview(target), np.uint8).reshape(-1, target.line_size)
+        into[: target.height, :row] = rows[: source.height, :row]
+    copy.pts = frame.pts
+    if frame.time_base is not None:
+        copy.time_base = frame.time_base
+    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
     return copy
 
 
-class OwnFrameTrack(MediaStreamTrack):
-    """A viewer's video track: `source`'s frames (a relay subscription), each its own."""
+class ViewerTracks:
+    """The viewers of one processed track: `subscribe` gives each a track of its own."""
 
+    def __init__(self) -> None:
+        self._relay = MediaRelay()
+        self.viewers = 0
+
+    def subscribe(self, source: MediaStreamTrack) -> MediaStreamTrack:
+        """A new viewer's track of `source` (newest frame only; frames copied while shared)."""
+        self.viewers += 1
+        return _ViewerTrack(self._relay.subscribe(source, buffered=False), self)
+
+
+class _ViewerTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, viewers: ViewerTracks) -> None:
         super().__init__()
         self._source = source
+        self._viewers = viewers
 
     async def recv(self) -> av.VideoFrame:
         frame = await self._source.recv()
         assert isinstance(frame, av.VideoFrame)
-        return own_frame(frame)
+        return own_frame(frame) if self._viewers.viewers > 1 else frame
 
     def stop(self) -> None:
+        if self.readyState == "live":
+            self._viewers.viewers -= 1
         super().stop()
         self._source.stop()

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from engines.effects.base import Color, Effect, EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
 from engines.errors import EngineError
 from stream.audit import AuditLog
-from stream.frame_sharing import OwnFrameTrack
+from stream.frame_sharing import ViewerTracks
 from stream.keying import KeyedBackground, keyed_spec
 from stream.lifetimes import close_peer
 from stream.metrics import Metrics
@@ -74,7 +73,7 @@ class Session:
         self.pipeline = pipeline
         self.effect = EffectChoice(pipeline.spec.name)
         self.track: ProcessedVideoTrack | None = None
-        self.relay = MediaRelay()
+        self.viewers = ViewerTracks()
         self.closed = asyncio.Event()
         self.audited = False  # a swap effect ran: the audit log gets its end too
         self.connect_deadline: asyncio.TimerHandle | None = None
@@ -84,7 +83,7 @@ class Session:
         """A new consumer of the processed stream (newest frame only), e.g. a WHEP player."""
         if self.track is None:
             raise SessionNotFound(f"session {self.id} has no video yet")
-        return OwnFrameTrack(self.relay.subscribe(self.track, buffered=False))
+        return self.viewers.subscribe(self.track)
 
     def describe(self) -> dict[str, Any]:
         track = self.track
