@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
+# The page's effect menu is filled from GET /effects.
+OPTIONS_LOADED = "document.querySelectorAll('#effect option').length > 3"
+PageFactory = Callable[..., Page]
 BASE_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -47,3 +50,34 @@ def chromium(fake_camera: Path | None = None) -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def page_opener(browser: Browser, base_url: str, path: str) -> Iterator[PageFactory]:
+    """open(query="", width=1000, height=800): `path` in a fresh browser context, once the
+    effect menu is loaded; every context is closed at the end of the block."""
+    contexts = []
+
+    def _open(query: str = "", width: int = 1000, height: int = 800) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(f"{base_url}{path}{query}")
+        page.wait_for_function(OPTIONS_LOADED)
+        return page
+
+    try:
+        yield _open
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def save_download(page: Page, selector: str, name: str, into: Path) -> Path:
+    """Click `selector`, check the download is offered as `name`, save it to `into`."""
+    with page.expect_download() as download_info:
+        page.click(selector)
+    download = download_info.value
+    assert download.suggested_filename == name
+    download.save_as(into)
+    return into

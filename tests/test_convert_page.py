@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_helpers import chromium
+from browser_helpers import OPTIONS_LOADED, PageFactory, chromium, page_opener, save_download
 from conftest import portrait_path
 from convert_helpers import cut_clip, summarise
 from playwright.sync_api import Browser, Page
@@ -25,12 +25,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 FRAMES = 12
 MAX_VIDEO_BYTES = 4_000_000  # a 413 for the "too large" case; the clips are smaller
-OPTIONS_LOADED = "document.querySelectorAll('#effect option').length > 3"
 SETTLED = (
     "['done', 'failed', 'cancelled', 'not started']"
     ".includes(document.getElementById('status').textContent)"
 )
-PageFactory = Callable[..., Page]
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +52,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def open_page(browser: Browser, server: RunningServer) -> Iterator[PageFactory]:
-    """open_page(query="", width=1000): a fresh context's /convert page with the menu loaded."""
-    contexts = []
-
-    def _open(query: str = "", width: int = 1000) -> Page:
-        context = browser.new_context(viewport={"width": width, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(f"{server.url}/convert{query}")
-        page.wait_for_function(OPTIONS_LOADED)
-        return page
-
-    yield _open
-    for context in contexts:
-        context.close()
+    """open_page(query="", width=1000, height=900): a fresh context's /convert page with the menu loaded."""
+    with page_opener(browser, server.url, "/convert") as opener:
+        yield lambda query="", width=1000, height=900: opener(query, width, height)
 
 
 def convert(page: Page, video: Path, timeout: float = 120_000) -> str:
@@ -112,12 +99,7 @@ def test_a_conversion_offers_a_download_that_is_the_result(
     )
     assert shown["eta"] == "–"  # nothing is left: no "0 s"
     assert page.locator("#job").inner_text() == "clip.mp4 with sketch"
-    with page.expect_download() as download_info:
-        page.click("#download")
-    download = download_info.value
-    assert download.suggested_filename == "clip-sketch.mp4"
-    saved = tmp_path / "result.mp4"
-    download.save_as(saved)
+    saved = save_download(page, "#download", "clip-sketch.mp4", tmp_path / "result.mp4")
     result = summarise(saved)
     assert len(result.pts) == FRAMES and (result.width, result.height) == (320, 180)
     assert "sketch" in result.metadata["comment"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_helpers import chromium
+from browser_helpers import chromium, save_download
 from convert_helpers import cut_clip, summarise
 from playwright.sync_api import Page, Request
 from server_helpers import RunningServer, running_server
@@ -76,12 +76,7 @@ def test_page_with_a_token_converts_and_downloads_the_result(
         assert page.is_hidden("#error")
         href = page.get_attribute("#download", "href") or ""
         assert href.startswith("blob:"), href  # fetched with the header, not a plain link
-        with page.expect_download() as download_info:
-            page.click("#download")
-        download = download_info.value
-        assert download.suggested_filename == "clip-sketch.mp4"
-        saved = tmp_path / "result.mp4"
-        download.save_as(saved)
+        saved = save_download(page, "#download", "clip-sketch.mp4", tmp_path / "result.mp4")
     kinds = {
         (request.method, request.url.rsplit("/", 1)[-1] if "/jobs/" in request.url else "jobs")
         for request in requests

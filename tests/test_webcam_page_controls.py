@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from browser_helpers import chromium
+from browser_helpers import OPTIONS_LOADED, PageFactory, chromium, page_opener
 from conftest import load_rgb, portrait_path
 from PIL import Image
 from playwright.sync_api import Browser, Page
@@ -28,9 +28,6 @@ from webrtc_helpers import saturation
 from stream.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
-
-OPTIONS_LOADED = "document.querySelectorAll('#effect option').length > 3"
-PageFactory = Callable[..., Page]
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +49,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 @pytest.fixture
 def open_page(browser: Browser, server: RunningServer) -> Iterator[PageFactory]:
-    """open_page(query="", width=1000, height=800): a fresh context's page with the menu loaded."""
-    contexts = []
-
-    def _open(query: str = "", width: int = 1000, height: int = 800) -> Page:
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(f"{server.url}/{query}")
-        page.wait_for_function(OPTIONS_LOADED)
-        return page
-
-    yield _open
-    for context in contexts:
-        context.close()
+    """open_page(query="", width=1000, height=800): a fresh context's / page with the menu loaded."""
+    with page_opener(browser, server.url, "/") as opener:
+        yield lambda query="", width=1000, height=800: opener(query, width, height)
 
 
 def start_stream(page: Page) -> str:
