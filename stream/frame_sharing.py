@@ -5,9 +5,8 @@ WHEP players), and aiortc encodes each viewer's frames in a thread of its own. E
 changes the frame it is given: PyAV rebases `pts`/`time_base` to the codec's time base
 (1/30 s for aiortc's H.264) and the H.264 encoder sets `pict_type`. With one frame object
 shared, an H.264 viewer rebased the timestamps under a VP8 viewer, whose stream then froze
-for good (measured: VP8 players next to H.264 ones froze after 10-20 s). So while a track
-has several viewers, each gets a copy of every frame (0.2 ms at 480p, 0.5 ms at 720p); a
-single viewer gets the frame itself.
+for good (measured: VP8 players next to H.264 ones froze after 10-20 s). So every viewer
+gets a copy of every frame (0.06 ms at 720p).
 
 (`VideoFrame.from_numpy_buffer` would share the pixels without a copy, but PyAV 18's
 yuv420p frames made that way encode wrongly with libx264: 14 against 3.7 grey levels of
@@ -42,29 +41,24 @@ class ViewerTracks:
 
     def __init__(self) -> None:
         self._relay = MediaRelay()
-        self.viewers = 0
 
     def subscribe(self, source: MediaStreamTrack) -> MediaStreamTrack:
-        """A new viewer's track of `source` (newest frame only; frames copied while shared)."""
-        self.viewers += 1
-        return _ViewerTrack(self._relay.subscribe(source, buffered=False), self)
+        """A new viewer's track of `source`: the newest frame only, each one its own copy."""
+        return _ViewerTrack(self._relay.subscribe(source, buffered=False))
 
 
 class _ViewerTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack, viewers: ViewerTracks) -> None:
+    def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
         self._source = source
-        self._viewers = viewers
 
     async def recv(self) -> av.VideoFrame:
         frame = await self._source.recv()
         assert isinstance(frame, av.VideoFrame)
-        return own_frame(frame) if self._viewers.viewers > 1 else frame
+        return own_frame(frame)
 
     def stop(self) -> None:
-        if self.readyState == "live":
-            self._viewers.viewers -= 1
         super().stop()
         self._source.stop()
