@@ -229,7 +229,7 @@ def _params() -> dict[str, ParamSpec]:
 SPECS = (
     EffectSpec(
         name="makeup",
-        description="Lipstick, eyebrow tint, eyeliner and eye colour that follow the face",
+        description="lipstick, eyebrow tint, eyeliner and eye colour that follow the face",
         params=_params(),
         factory=_build,
         needs_faces=True,

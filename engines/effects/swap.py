@@ -216,7 +216,7 @@ def _unavailable(_resources: EffectResources) -> str | None:
 SPECS = (
     EffectSpec(
         name="swap",
-        description="Replace every face with an uploaded face (landmark warp, colour-matched)",
+        description="every face replaced by an uploaded face (landmark warp, colour-matched)",
         params={
             "source_face": ParamSpec("face", "", help="face_id from POST /faces"),
             "identity": ParamSpec(
