@@ -1,12 +1,13 @@
 """The audio of a file conversion: which tracks are copied, which re-encoded to AAC.
 
-Every audio track of the input is kept, in order, with its language and title. A
-track whose codec the output container can hold is copied packet for packet; one it
-cannot (PCM or ADPCM from an AVI into MP4, Opus or Vorbis into MOV) is decoded and
-re-encoded to AAC with its timestamps. :func:`plan_audio` decides this before a single
-frame is decoded, by muxing the track's first packet into an in-memory container of
-the output's format (the only test that catches every muxer's rules: MP4 accepts PCM
-with an unordered channel layout at its header and refuses it at its trailer).
+Every audio track of the input is kept, in order, with its language and title (an
+MP4's "name" tag too: stream.convert_tags). A track whose codec the output container
+can hold is copied packet for packet; one it cannot (PCM or ADPCM from an AVI into
+MP4, Opus or Vorbis into MOV) is decoded and re-encoded to AAC with its timestamps.
+:func:`plan_audio` decides this before a single frame is decoded, by muxing the
+track's first packet into an in-memory container of the output's format (the only
+test that catches every muxer's rules: MP4 accepts PCM with an unordered channel
+layout at its header and refuses it at its trailer).
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ AAC_BIT_RATE = 64_000  # per channel
 # Default layouts by channel count (FFmpeg's av_channel_layout_default), for tracks
 # whose layout is only a count ("2 channels"), which the AAC encoder does not take.
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 8: "7.1"}
-# Stream tags carried over to the output track (Matroska's statistics tags are stale).
-KEPT_TAGS = ("language", "title")
 _FIRST_PACKET_WITHIN = 512  # packets of the input read to find a track's first packet
 
 

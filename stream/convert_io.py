@@ -6,8 +6,9 @@ and untouched packets of every audio and subtitle track, in file order, through 
 bounded queue. FrameWriter owns the output container in its own thread: it encodes
 processed RGB frames (H.264, the input's timestamps and pixel aspect ratio) and writes
 every audio track, copied or re-encoded to AAC where the container cannot hold it
-(stream.convert_audio), and every subtitle track it can carry, copied or converted to
-its text codec (stream.convert_subtitles); both decided before anything is decoded.
+(stream.convert_audio), every subtitle track it can carry, copied or converted to
+its text codec (stream.convert_subtitles), and the attached files and cover pictures
+it can hold (stream.convert_attachments); all decided before anything is decoded.
 Pump connects both to the thread that runs the pipeline, keeps each frame's timestamp
 with it, and shuts everything down on error or cancellation.
 """
@@ -27,9 +28,11 @@ from typing import Any
 import av
 import numpy as np
 
-from stream.convert_audio import KEPT_TAGS, AacEncoder, AudioRoute, plan_audio
+from stream.convert_attachments import add_attachments, attached_streams, plan_attachments
+from stream.convert_audio import AacEncoder, AudioRoute, plan_audio
 from stream.convert_frames import encodable_size, rgb_frame, upright_rgb
 from stream.convert_subtitles import SubtitleRoute, SubtitleTrack, plan_subtitles
+from stream.convert_tags import kept_tags
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ class FrameReader:
         self.audio_streams: tuple[Any, ...] = tuple(container.streams.audio)
         self.audio_stream = self.audio_streams[0] if self.audio_streams else None
         self.subtitle_streams: tuple[Any, ...] = tuple(container.streams.subtitles)
+        self.attachment_streams = attached_streams(container, self.video_stream)  # not demuxed
         self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
         self.thread = threading.Thread(
             target=self._run, name="facestream-convert-read", daemon=True
@@ -127,6 +131,8 @@ class OutputSpec:
     time_base: the input video's time base; frame timestamps are written in it.
     audio_templates: the input audio streams to write, in order.
     subtitle_templates: the input subtitle streams to write where possible, in order.
+    attachment_templates: the input attachment streams and cover pictures to write
+    where possible, in order (stream.convert_attachments.attached_streams).
     sample_aspect_ratio: the input's pixel aspect ratio (None: square).
     """
 
@@ -142,6 +148,7 @@ class OutputSpec:
     time_base: Fraction
     audio_templates: tuple[Any, ...] = ()
     subtitle_templates: tuple[Any, ...] = ()
+    attachment_templates: tuple[Any, ...] = ()
     sample_aspect_ratio: Fraction | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -154,7 +161,8 @@ class FrameWriter:
     ("subtitle", packet, None), ("end", None, None). `error` holds what stopped it, if
     anything. Construction decides each audio track's route (copy or AAC) and raises
     AudioNotWritable at once for one that fits neither, and each subtitle track's
-    (copy, convert, or left out with a warning); nothing has been decoded then.
+    (copy, convert, or left out with a warning), and which attachments it keeps (the
+    others named in one warning); nothing has been decoded then.
     """
 
     def __init__(self, spec: OutputSpec, stop: threading.Event) -> None:
@@ -169,6 +177,9 @@ class FrameWriter:
         )
         self.subtitle_routes: list[SubtitleRoute] = plan_subtitles(
             spec.subtitle_templates, spec.format_name, public_name(spec.path)
+        )
+        self.attachments = plan_attachments(
+            spec.attachment_templates, spec.format_name, public_name(spec.path)
         )
         self.width, self.height = encodable_size(spec.width, spec.height, spec.pix_fmt)
         if (self.width, self.height) != (spec.width, spec.height):
@@ -214,6 +225,8 @@ class FrameWriter:
             }
             for subtitle in self.subtitle_routes:
                 tracks[subtitle.template.index] = SubtitleTrack(output, subtitle)
+            for packet in add_attachments(output, self.attachments, spec.format_name):
+                output.mux(packet)  # a cover picture; writes the header
         except BaseException:
             output.close()
             raise
@@ -226,9 +239,7 @@ class FrameWriter:
         stream = (
             target.stream if target is not None else output.add_stream_from_template(route.template)
         )
-        for key, value in route.template.metadata.items():
-            if key.lower() in KEPT_TAGS:
-                stream.metadata[key.lower()] = value
+        stream.metadata.update(kept_tags(route.template))
         return target if target is not None else stream
 
     def _run(self) -> None:

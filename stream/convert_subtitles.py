@@ -25,12 +25,12 @@ from typing import Any
 
 import av
 
+from stream.convert_tags import kept_tags
+
 logger = logging.getLogger(__name__)
 
 # The text codec each output format gets for text subtitles it cannot hold as they are.
 TEXT_CODECS = {"mp4": "mov_text", "mov": "mov_text", "matroska": "subrip"}
-# Stream tags carried over (MP4 reads a track's title back as "name").
-_TITLE_TAGS = ("title", "name")
 _MS = Fraction(1, 1000)  # the unit of a decoded subtitle's display times
 
 
@@ -91,18 +91,6 @@ def codec_name(stream: Any) -> str:
         return "unknown codec"
     codec = context.codec
     return str(getattr(codec, "canonical_name", None) or codec.name)
-
-
-def kept_tags(stream: Any) -> dict[str, str]:
-    """The language and title of `stream`, lower-case keys; 'und' languages dropped."""
-    tags = {key.lower(): value for key, value in stream.metadata.items()}
-    kept = {}
-    if tags.get("language", "und") != "und":
-        kept["language"] = tags["language"]
-    title = next((tags[key] for key in _TITLE_TAGS if tags.get(key)), None)
-    if title:
-        kept["title"] = title
-    return kept
 
 
 def _can_copy(stream: Any, format_name: str) -> bool:
