@@ -24,11 +24,10 @@ from typing import Any
 
 import av
 
-from stream.media_probe import open_input
+from stream.media_probe import is_cover, open_input
 
 logger = logging.getLogger(__name__)
 
-ATTACHED_PIC = av.stream.Disposition.attached_pic
 # A cover's file name extension and MIME type by codec, for a cover that has neither
 # (MP4's covr); Matroska stores them with every attachment.
 _COVER_TYPES = {
@@ -70,12 +69,8 @@ def attached_streams(container: Any, video: Any) -> tuple[Any, ...]:
     return tuple(
         stream
         for stream in container.streams
-        if stream.index != video.index and (stream.type == "attachment" or _is_cover(stream))
+        if stream.index != video.index and (stream.type == "attachment" or is_cover(stream))
     )
-
-
-def _is_cover(stream: Any) -> bool:
-    return stream.type == "video" and bool(stream.disposition & ATTACHED_PIC)
 
 
 def plan_attachments(
@@ -106,11 +101,11 @@ def plan_attachments(
 def read_attachments(streams: Sequence[Any]) -> list[Attachment]:
     """An Attachment for each of `streams`, with its bytes; a cover whose picture is
     not found near the start of the file gets empty data."""
-    pictures = _cover_pictures([stream for stream in streams if _is_cover(stream)])
+    pictures = _cover_pictures([stream for stream in streams if is_cover(stream)])
     attachments = []
     for stream in streams:
         tags = {key.lower(): value for key, value in stream.metadata.items()}
-        if not _is_cover(stream):
+        if not is_cover(stream):
             name = tags.get("filename") or f"attachment-{stream.index}"
             mimetype = stream.mimetype or tags.get("mimetype") or _UNKNOWN_TYPE
             attachments.append(Attachment(stream.index, name, mimetype, bytes(stream.data)))
@@ -167,7 +162,7 @@ def _has_cover(buffer: io.BytesIO) -> bool:
     buffer.seek(0)
     try:
         with av.open(buffer, mode="r") as written:
-            return any(_is_cover(stream) for stream in written.streams)
+            return any(is_cover(stream) for stream in written.streams)
     except av.error.FFmpegError:
         return False
 

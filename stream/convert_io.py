@@ -33,6 +33,7 @@ from stream.convert_audio import AacEncoder, AudioRoute, plan_audio
 from stream.convert_frames import encodable_size, rgb_frame, upright_rgb
 from stream.convert_subtitles import SubtitleRoute, SubtitleTrack, plan_subtitles
 from stream.convert_tags import kept_tags
+from stream.media_probe import require_video
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class FrameReader:
     def __init__(self, container: Any, stop: threading.Event) -> None:
         self._container = container
         self._stop = stop
-        self.video_stream = container.streams.video[0]
+        self.video_stream = require_video(container, container.name)
         self.video_stream.thread_type = "AUTO"
         self.audio_streams: tuple[Any, ...] = tuple(container.streams.audio)
         self.audio_stream = self.audio_streams[0] if self.audio_streams else None

@@ -22,6 +22,7 @@ from engines.alignment import DEFAULT_PADDING, estimate_alignment, transform_poi
 from engines.errors import InvalidDataset
 from engines.faceswap_gan.dataset import MANIFEST_NAME, ExtractManifest, FaceRecord, read_manifest
 from engines.types import Detections, Face
+from stream.media_probe import main_video
 from tracking import FaceTracker
 from tracking.association import iou_matrix
 
@@ -104,8 +105,8 @@ def count_frames(paths: list[Path], options: ExtractOptions) -> int | None:
             continue
         try:
             with av.open(str(path)) as container:
-                frames = container.streams.video[0].frames
-        except (av.FFmpegError, IndexError):
+                frames = video.frames if (video := main_video(container)) else 0
+        except av.FFmpegError:
             return None
         if not frames:
             return None
@@ -125,9 +126,9 @@ def iter_video_frames(
     except av.FFmpegError as error:
         raise ExtractError(f"cannot open {path} as a video: {error}") from error
     with container:
-        if not container.streams.video:
+        stream = main_video(container)
+        if stream is None:
             raise ExtractError(f"{path} has no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         used = 0
         try:

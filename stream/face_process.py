@@ -288,10 +288,13 @@ def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None
 
     from stream.convert_frames import upright_rgb
     from stream.convert_io import stamp_seconds
+    from stream.media_probe import main_video
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = main_video(container)
+            if stream is None:
+                raise ValueError(f"{path} has no video stream")
             stream.thread_type = "AUTO"
             for packet in container.demux(stream):
                 for frame in packet.decode():

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.container
@@ -224,6 +225,27 @@ def check_complete(
         )
 
 
+def is_cover(stream: Any) -> bool:
+    """A video stream that is a cover picture (attached_pic: an MP4's covr, a music
+    file's album art), not video to convert."""
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def main_video(container: Any) -> Any | None:
+    """The video stream a conversion, a probe or the face process reads: the first one
+    that is not a cover picture; None when there is none."""
+    return next((s for s in container.streams.video if not is_cover(s)), None)
+
+
+def require_video(container: Any, name: str) -> Any:
+    """main_video(container); MediaRejected naming input `name` when it has none."""
+    video = main_video(container)
+    if video is None:
+        only = " (only a cover picture)" if container.streams.video else ""
+        raise MediaRejected(f"input {name} has no video stream{only}")
+    return video
+
+
 def describe(
     container: av.container.InputContainer, path: Path, name: str | None = None
 ) -> MediaInfo:
@@ -233,9 +255,7 @@ def describe(
     of a second, short-lived opening of `path` (see display_rotation).
     """
     name = name or str(path)
-    if not container.streams.video:
-        raise MediaRejected(f"input {name} has no video stream")
-    video = container.streams.video[0]
+    video = require_video(container, name)
     context = video.codec_context
     if video.time_base is None:
         raise MediaRejected(f"input {name} has a video stream without a time base")
@@ -294,7 +314,9 @@ def display_rotation(path: Path, width: int, height: int) -> int:
         return 0
     try:
         with av.open(str(path), mode="r", options=_open_options(MediaLimits())) as container:
-            stream = container.streams.video[0]
+            stream = main_video(container)
+            if stream is None:
+                return 0
             for count, packet in enumerate(container.demux(stream)):
                 for frame in packet.decode():
                     return quarter_turns(frame.rotation) * 90

@@ -251,3 +251,32 @@ def test_audio_track_titles_of_mp4_and_mov_inputs_are_kept(
     assert read_clip(clip).audio == list(TITLED)
     _convert(clip, tmp_path / output, tmp_path)
     assert read_clip(tmp_path / output).audio == list(TITLED)
+
+
+def test_a_music_file_with_album_art_is_no_video(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audio plus a cover picture: refused as having no video, not converted as one frame."""
+    from stream.cli import main as cli_main
+
+    song = tmp_path / "song.m4a"
+    with av.open(str(song), "w", format="mp4") as out:
+        audio: Any = out.add_stream("aac", rate=48000, layout="stereo")
+        cover: Any = out.add_stream("png")
+        cover.width = cover.height = 48
+        cover.pix_fmt = "rgb24"
+        cover.disposition = ATTACHED_PIC
+        packet = av.Packet(COVER)
+        packet.stream = cover
+        out.mux(packet)
+        sound = av.AudioFrame.from_ndarray(
+            np.zeros((2, 48000), np.float32), format="fltp", layout="stereo"
+        )
+        sound.sample_rate, sound.pts, sound.time_base = 48000, 0, Fraction(1, 48000)
+        for packet in [*audio.encode(sound), *audio.encode(None)]:
+            out.mux(packet)
+    output = tmp_path / "out.mp4"
+    assert cli_main(["convert", str(song), str(output), "--effect", "none"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"facestream: input {song} has no video stream (only a cover picture)"]
+    assert not output.exists()
