@@ -15,10 +15,14 @@ error on the same picture.)
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import av
 import numpy as np
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+logger = logging.getLogger(__name__)
 
 
 def own_frame(frame: av.VideoFrame) -> av.VideoFrame:
@@ -37,28 +41,80 @@ def own_frame(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 class ViewerTracks:
-    """The viewers of one processed track: `subscribe` gives each a track of its own."""
+    """The viewers of one processed track: `subscribe` gives each a track of its own.
+
+    One reader takes the source's frames while at least one viewer is receiving and hands
+    each viewer its own copy of the newest frame (a slow viewer skips frames, nothing
+    queues). When the last viewer stops, reading stops too, after the frame in hand: the
+    source does its work on `recv`, so a stream nobody watches costs nothing.
+    (aiortc's MediaRelay went on reading, so a WHIP stream whose players had all left was
+    still processed at full rate.)
+    """
 
     def __init__(self) -> None:
-        self._relay = MediaRelay()
+        self._receiving: set[_ViewerTrack] = set()
+        self._reader: asyncio.Future[None] | None = None
 
     def subscribe(self, source: MediaStreamTrack) -> MediaStreamTrack:
-        """A new viewer's track of `source`: the newest frame only, each one its own copy."""
-        return _ViewerTrack(self._relay.subscribe(source, buffered=False))
+        """A new viewer's track of `source`; reading starts with its first `recv`."""
+        return _ViewerTrack(self, source)
+
+    @property
+    def reading(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    def _start(self, viewer: _ViewerTrack) -> None:
+        self._receiving.add(viewer)
+        if not self.reading:
+            self._reader = asyncio.ensure_future(self._read(viewer.source))
+
+    def _leave(self, viewer: _ViewerTrack) -> None:
+        self._receiving.discard(viewer)
+
+    async def _read(self, source: MediaStreamTrack) -> None:
+        while self._receiving:
+            frame: av.VideoFrame | None
+            try:
+                received = await source.recv()
+                frame = received if isinstance(received, av.VideoFrame) else None
+            except MediaStreamError:
+                frame = None
+            except Exception:
+                logger.exception("the processed track failed; its viewers end")
+                frame = None
+            for viewer in list(self._receiving):
+                viewer.hand(None if frame is None else own_frame(frame))
+            if frame is None:
+                return
 
 
 class _ViewerTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, viewers: ViewerTracks, source: MediaStreamTrack) -> None:
         super().__init__()
-        self._source = source
+        self.source = source
+        self._viewers = viewers
+        self._frame: av.VideoFrame | None = None
+        self._arrived = asyncio.Event()
+
+    def hand(self, frame: av.VideoFrame | None) -> None:
+        """The newest frame for this viewer (None: the source ended); replaces an unread one."""
+        self._frame = frame
+        self._arrived.set()
 
     async def recv(self) -> av.VideoFrame:
-        frame = await self._source.recv()
-        assert isinstance(frame, av.VideoFrame)
-        return own_frame(frame)
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._viewers._start(self)
+        await self._arrived.wait()
+        self._arrived.clear()
+        frame, self._frame = self._frame, None
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
 
     def stop(self) -> None:
         super().stop()
-        self._source.stop()
+        self._viewers._leave(self)

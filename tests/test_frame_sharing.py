@@ -10,7 +10,7 @@ import av
 import pytest
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from conftest import load_rgb, portrait_path
 
 from stream.convert_frames import rgb_frame
@@ -59,8 +59,13 @@ class Frames(MediaStreamTrack):
         super().__init__()
         self.sent = [processed(pts=i * 3000) for i in range(count)]
 
+        self.taken = 0
+
     async def recv(self) -> av.VideoFrame:
         await asyncio.sleep(0.01)
+        if not self.sent:
+            raise MediaStreamError
+        self.taken += 1
         return self.sent.pop(0)
 
 
@@ -84,3 +89,34 @@ async def test_an_h264_viewer_does_not_change_the_frames_of_a_vp8_viewer() -> No
     finally:
         h264_view.stop()
         vp8_view.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_the_source_is_read_only_while_someone_receives() -> None:
+    source = Frames(40)
+    viewers = ViewerTracks()
+    first, second = viewers.subscribe(source), viewers.subscribe(source)
+    await asyncio.sleep(0.1)
+    assert source.taken == 0  # nobody has asked yet
+    await asyncio.gather(first.recv(), second.recv())
+    first.stop()
+    await second.recv()
+    second.stop()
+    stopped_at = source.taken
+    await asyncio.sleep(0.2)  # 20 frames' time
+    assert source.taken <= stopped_at + 1 and not viewers.reading
+    third = viewers.subscribe(source)
+    await third.recv()
+    assert viewers.reading
+    third.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_viewers_end_when_the_source_ends() -> None:
+    source = Frames(2)
+    viewers = ViewerTracks()
+    one, two = viewers.subscribe(source), viewers.subscribe(source)
+    with pytest.raises(MediaStreamError):
+        for _ in range(5):
+            await asyncio.gather(one.recv(), two.recv())
+    assert one.readyState == "ended" or two.readyState == "ended"

@@ -128,6 +128,35 @@ async def test_an_effect_change_keeps_the_key_background(server: RunningServer) 
         await publisher.pc.close()
 
 
+async def test_a_stream_nobody_watches_is_not_processed(server: RunningServer) -> None:
+    """Frames are processed while a player watches, and not before or after (a WHIP
+    publisher whose players have left costs no face detection)."""
+    source = ClipTrack(clip_frames(60), fps=15, loop=True)
+    publisher = await whip_publish(server.url, source, "?effect=sketch&stream=unwatched", TOKEN)
+    path = f"/sessions/{publisher.session_id}"
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+
+            async def frames_out() -> int:
+                return int((await client.get(path, headers=bearer(TOKEN))).json()["frames_out"])
+
+            await asyncio.sleep(1.5)
+            assert await frames_out() == 0
+            player = await whep_play(server.url, "unwatched", TOKEN)
+            await player.collector.wait_for(10, timeout=60)
+            assert (await client.delete(player.location, headers=bearer(TOKEN))).status_code == 200
+            await player.pc.close()
+            await asyncio.sleep(0.5)
+            left = await frames_out()
+            await asyncio.sleep(2.5)
+            assert await frames_out() - left <= 1  # at most the frame in hand
+            again = await whep_play(server.url, "unwatched", TOKEN)  # a new player: it resumes
+            await again.collector.wait_for(5, timeout=60)
+            await again.pc.close()
+    finally:
+        await publisher.pc.close()
+
+
 async def test_a_new_publisher_replaces_the_old_one_on_the_same_stream(
     server: RunningServer,
 ) -> None:
