@@ -78,6 +78,14 @@ def test_too_large_upload_names_a_human_size(server: RunningServer) -> None:
     assert human_size(1536) == "1.5 KiB" and human_size(1000) == "1000 bytes"
 
 
+def test_a_size_just_over_the_limit_does_not_read_as_the_limit(server: RunningServer) -> None:
+    limit = server.app.state.services.settings.max_video_bytes  # 1 MiB
+    response = _post(server.url, {"file": ("big.mp4", bytes(limit + 100_000), "video/mp4")}, "x")
+    assert response.status_code == 413
+    detail = response.json()["detail"]
+    assert detail.startswith("the request body is more than 1.1 MiB;"), detail
+
+
 def test_an_upload_cut_off_by_the_client_is_no_server_error(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:

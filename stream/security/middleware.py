@@ -110,8 +110,10 @@ class _Guard:
         await self._limited(scope, receive, send, limit)
 
     def _too_large(self, method: str, path: str, size: int | None) -> str:
-        limit = body_limit(self.settings, method, path)
-        what = human_size(size) if size is not None else f"more than {human_size(limit)}"
+        limit = human_size(body_limit(self.settings, method, path))
+        what = human_size(size) if size is not None else limit
+        if size is None or what == limit:  # 512.2 MiB is "512 MiB" too: not "512 over 512"
+            what = f"more than {limit}"
         return f"the request body is {what}; {limit_words(self.settings, method, path)}"
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
