@@ -78,6 +78,7 @@ class Session:
         self.audited = False  # a swap effect ran: the audit log gets its end too
         self.connect_deadline: asyncio.TimerHandle | None = None
         self.key_colour: Color | None = None  # a WHIP overlay's key background, kept across PATCH
+        self.effect_lock = asyncio.Lock()  # effect changes one at a time, in order
 
     def subscribe(self) -> MediaStreamTrack:
         """A new consumer of the processed stream (newest frame only), e.g. a WHEP player."""
@@ -174,8 +175,19 @@ class SessionManager:
         effect = await self._worker.run(build_effect, choice.name, choice.params, self._resources)
         return spec, effect
 
-    async def _build_pipeline(self, choice: EffectChoice) -> EffectPipeline:
+    async def _build_keyed(
+        self, choice: EffectChoice, key_colour: Color | None
+    ) -> tuple[EffectSpec, Effect]:
+        """build_effect, then with everything outside the heads in `key_colour` when given."""
         spec, effect = await self.build_effect(choice)
+        if key_colour is None:
+            return spec, effect
+        return keyed_spec(spec), KeyedBackground(effect, key_colour)
+
+    async def _build_pipeline(
+        self, choice: EffectChoice, key_colour: Color | None
+    ) -> EffectPipeline:
+        spec, effect = await self._build_keyed(choice, key_colour)
         return EffectPipeline(
             spec, effect, self._models.stage_factories(), self._metrics.observe_stage
         )
@@ -186,28 +198,37 @@ class SessionManager:
         choice: EffectChoice,
         client: str,
         send_back: bool = True,
+        key_colour: Color | None = None,
     ) -> tuple[Session, RTCSessionDescription]:
         """Answer `offer`; the answer's video track is the processed offer video (when `send_back`).
 
         send_back=False (WHIP) processes the video only for subscribers (WHEP players).
+        key_colour: paint everything outside the heads in it (an OBS overlay's key), also
+        after later effect changes.
         Raises EngineError for a bad effect, ValueError for an SDP aiortc cannot use.
         """
         self.check_capacity(client)
         self._pending[client] = self._pending.get(client, 0) + 1
         try:
-            return await self._create(offer, choice, client, send_back)
+            return await self._create(offer, choice, client, send_back, key_colour)
         finally:
             self._pending[client] -= 1
             if not self._pending[client]:
                 del self._pending[client]
 
     async def _create(
-        self, offer: RTCSessionDescription, choice: EffectChoice, client: str, send_back: bool
+        self,
+        offer: RTCSessionDescription,
+        choice: EffectChoice,
+        client: str,
+        send_back: bool,
+        key_colour: Color | None,
     ) -> tuple[Session, RTCSessionDescription]:
-        pipeline = await self._build_pipeline(choice)
+        pipeline = await self._build_pipeline(choice, key_colour)
         pc = RTCPeerConnection()
         session = Session(uuid.uuid4().hex, client, pc, pipeline)
         session.effect = choice
+        session.key_colour = key_colour
         self._wire(session, send_back)
         try:
             await pc.setRemoteDescription(offer)
@@ -282,11 +303,17 @@ class SessionManager:
             channel.send(json.dumps(reply))
 
     async def update_effect(self, session_id: str, choice: EffectChoice) -> Session:
-        """Switch a live session's effect; its face tracks and key background are kept."""
+        """Switch a live session's effect; its face tracks and key background are kept.
+
+        Changes to one session are applied one at a time, in the order they came (PATCH
+        and the control channel alike), so the last one sent is the one that stays.
+        """
         session = self.get(session_id)
-        await self._apply_effect(session, choice)
-        renamed = session.effect.name != choice.name
-        session.effect = choice
+        async with session.effect_lock:
+            spec, effect = await self._build_keyed(choice, session.key_colour)
+            await self._worker.run_for(session.pipeline, session.pipeline.set_effect, spec, effect)
+            renamed = session.effect.name != choice.name
+            session.effect = choice
         self._audit_event("session.effect", session)
         # a slider drag sends many parameter-only changes: those stay at DEBUG
         logger.log(
@@ -296,18 +323,6 @@ class SessionManager:
             choice.name if renamed else f"{choice.name} with new parameters",
         )
         return session
-
-    async def set_key_background(self, session_id: str, colour: Color) -> None:
-        """Paint everything outside the heads in `colour`, now and after every effect change."""
-        session = self.get(session_id)
-        session.key_colour = colour
-        await self._apply_effect(session, session.effect)
-
-    async def _apply_effect(self, session: Session, choice: EffectChoice) -> None:
-        spec, effect = await self.build_effect(choice)
-        if session.key_colour is not None:
-            spec, effect = keyed_spec(spec), KeyedBackground(effect, session.key_colour)
-        await self._worker.run_for(session.pipeline, session.pipeline.set_effect, spec, effect)
 
     def _check_connected(self, session_id: str) -> None:
         """A peer that never connects (or vanished before it did) must not hold a slot."""

@@ -139,11 +139,11 @@ async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -
     client = request.client.host if request.client else "unknown"
     choice = effect_from_query(request)
     try:
-        session, answer = await services.sessions.create(offer, choice, client, send_back=False)
+        session, answer = await services.sessions.create(
+            offer, choice, client, send_back=False, key_colour=key
+        )
     except ValueError as error:
         raise HTTPException(400, detail=f"unusable offer: {error}") from error
-    if key is not None:
-        await services.sessions.set_key_background(session.id, key)
     await live.add_publisher(session, stream, by_whip_token)
     return _sdp_answer(answer.sdp, f"/whip/{session.id}", session.id)
 
