@@ -177,7 +177,7 @@ def test_cors_preflight_for_a_method_not_allowed_is_json(client_for: Any) -> Non
         "/offer", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "PUT"}
     )
     assert preflight.status_code == 400
-    assert preflight.json()["detail"] == "CORS preflight refused: method not allowed"
+    assert preflight.json()["detail"] == "CORS preflight refused: method not allowed (method PUT)"
 
 
 def test_no_cors_headers_without_allow_list(client_for: Any) -> None:

@@ -154,10 +154,16 @@ class _JsonCORSMiddleware(CORSMiddleware):
             return response
         reason = bytes(response.body).decode("utf-8", "replace")  # "Disallowed CORS origin, ..."
         what = reason.removeprefix("Disallowed CORS ").strip() or "request"
+        refused = what.split(", ")
         detail = f"CORS preflight refused: {what} not allowed"
-        if "origin" in what.split(", "):
+        if "origin" in refused:
             origin = request_headers.get("origin", "")
             detail += f" ({origin!r} is not in FACESTREAM_CORS_ORIGINS)"
+        if "method" in refused:
+            detail += f" (method {request_headers.get('access-control-request-method', '')})"
+        if "headers" in refused:
+            asked = request_headers.get("access-control-request-headers", "")
+            detail += f" (headers asked for: {asked})"
         headers = {
             key: value
             for key, value in response.headers.items()
