@@ -282,7 +282,7 @@ class FrameWriter:
         for packet in video.encode(None):
             output.mux(packet)
         for target in tracks.values():
-            if isinstance(target, AacEncoder):
+            if isinstance(target, AacEncoder | SubtitleTrack):  # what they still hold
                 output.mux(target.flush())
 
     def _write_audio(self, output: Any, target: Any, packet: Any) -> None:

@@ -276,6 +276,7 @@ def test_bitmap_subtitles_the_output_cannot_hold_are_left_out_with_one_warning(
         assert len(warnings) == 1, warnings
         assert "track 2 (hdmv_pgs_subtitle, deu" in warnings[0]
         assert "left out of" in warnings[0] and "bitmap" in warnings[0]
+        assert "write a .mkv to keep it" in warnings[0]  # a .mkv does keep it
         assert str(tmp_path / output) in warnings[0] and ".part-" not in warnings[0]
     else:
         assert warnings == []
@@ -301,7 +302,111 @@ def test_a_cue_the_muxer_refuses_is_left_out_with_one_warning(
         with caplog.at_level(logging.WARNING, logger="stream.convert_subtitles"):
             for packet in (second, first, first):
                 track.write(out, packet)
+            out.mux(track.flush())  # mov_text: the last cue is held until the end
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "a cue at 0.200 s is left out" in warnings[0], warnings
     assert str(target) not in warnings[0]
     assert [cue[2] for cue in read_subtitles_only(target)] == ["Second line"]
+
+
+SIGN_AND_DIALOGUE = ((0.2, 0.9, "sign"), (0.2, 0.5, "dialogue A"), (0.4, 0.8, "dialogue B"))
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (
+            "out.mp4",  # mov_text samples cannot overlap: pieces with every text on screen
+            [
+                (0.2, 0.4, "sign\ndialogue A"),
+                (0.4, 0.5, "sign\ndialogue A\ndialogue B"),
+                (0.5, 0.8, "sign\ndialogue B"),
+                (0.8, 0.9, "sign"),
+            ],
+        ),
+        ("out.mkv", list(SIGN_AND_DIALOGUE)),  # ASS copied: Matroska blocks may overlap
+    ],
+)
+def test_overlapping_cues_are_shown_together_for_as_long_as_each_lasts(
+    tmp_path: Path,
+    pictures: list[np.ndarray],
+    output: str,
+    expected: list[tuple[float, float, str]],
+) -> None:
+    """A sign on screen while two lines of dialogue overlap it and each other."""
+    track = Track("ass", "eng", "English", cues=SIGN_AND_DIALOGUE)
+    clip = make_clip(tmp_path / "film.mkv", "matroska", [track], pictures, font=True)
+    _convert(clip, tmp_path / output, tmp_path)
+    _, [after] = read_subtitles(tmp_path / output)
+    assert after.cues == expected
+    assert after.language == "eng" and after.title == "English"
+
+
+def test_cue_timeline_gives_pieces_as_soon_as_no_later_cue_can_start_inside_them() -> None:
+    from stream.subtitle_cues import CueOutOfOrder, CueTimeline, Piece
+
+    timeline: CueTimeline[str] = CueTimeline()
+    assert timeline.add(200, 900, "sign") == []
+    assert timeline.add(200, 500, "A") == []
+    assert timeline.add(400, 800, "B") == [Piece(200, 400, ("sign", "A"))]
+    assert timeline.add(600, 600, "empty") == []  # shows nothing, cuts nothing
+    with pytest.raises(CueOutOfOrder):
+        timeline.add(300, 700, "late")
+    assert timeline.add(1000, 1100, "C") == [
+        Piece(400, 500, ("sign", "A", "B")),
+        Piece(500, 800, ("sign", "B")),
+        Piece(800, 900, ("sign",)),
+    ]
+    assert timeline.flush() == [Piece(1000, 1100, ("C",))]
+    assert timeline.flush() == []
+
+
+def _subtitle_packets(path: Path) -> tuple[Any, list[tuple[float, float, bytes]]]:
+    """(the first subtitle stream's tags, its packets: start and end in seconds, bytes)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        packets = [
+            (
+                float(packet.pts * packet.time_base),
+                float((packet.pts + packet.duration) * packet.time_base),
+                bytes(packet),
+            )
+            for packet in container.demux(stream)
+            if packet.size
+        ]
+        return dict(stream.metadata), packets
+
+
+@pytest.mark.parametrize(("output", "kept"), [("out.mp4", True), ("out.mkv", False)])
+def test_a_track_this_ffmpeg_cannot_decode_is_copied_where_the_output_holds_it(
+    tmp_path: Path,
+    pictures: list[np.ndarray],
+    caplog: pytest.LogCaptureFixture,
+    output: str,
+    kept: bool,
+) -> None:
+    """TTML in MP4 (PyAV gives it no codec context): copied packet for packet into MP4;
+    left out of Matroska, which cannot hold it, with a warning that says so (and does
+    not send the user to a .mkv)."""
+    clip = make_clip(tmp_path / "film.mp4", "mp4", [Track("ttml", "eng", "English")], pictures)
+    with av.open(str(clip)) as source:
+        assert source.streams.subtitles[0].codec_context is None
+    tags, before = _subtitle_packets(clip)
+    assert b"Hello there" in b"".join(payload for _, _, payload in before)
+    with caplog.at_level(logging.INFO, logger="stream.convert_subtitles"):
+        result = _convert(clip, tmp_path / output, tmp_path)
+    assert result.frames == FRAMES
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if kept:
+        assert warnings == []
+        after_tags, after = _subtitle_packets(tmp_path / output)
+        assert after == before
+        assert after_tags.get("language") == tags.get("language") == "eng"
+        return
+    with av.open(str(tmp_path / output)) as written:
+        assert len(written.streams.subtitles) == 0
+    assert len(warnings) == 1, warnings
+    assert "track 1 (ttml, eng" in warnings[0] and "left out of" in warnings[0]
+    assert "matroska cannot hold ttml subtitles" in warnings[0]
+    assert "cannot decode" in warnings[0]
+    assert "unknown codec" not in warnings[0] and ".mkv to keep" not in warnings[0]
