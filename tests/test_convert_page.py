@@ -1,13 +1,16 @@
 """The /convert page in real headless Chromium, as a user meets it: a conversion and its
 download, a failed upload that leaves nothing of the earlier run on screen, the swap face
 shown as a photo (never its internal id) and Convert refused without one, a phone-sized
-face upload block, and a job that survives a reload and can be cancelled.
+face upload block, a job that survives a reload and can be cancelled, Convert held back while
+a reload looks for the last job, a flaky progress stream followed to the end (a lost one said
+in words), and a Cancel between the last byte sent and the 202 that still removes the job.
 
 One server and one browser serve the whole module; each test opens its own browser context.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 from browser_helpers import OPTIONS_LOADED, PageFactory, chromium, page_opener, save_download
 from conftest import portrait_path
 from convert_helpers import cut_clip, summarise
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Route
 from server_helpers import RunningServer, running_server
 
 from stream.settings import Settings
@@ -229,3 +232,113 @@ def test_a_job_survives_a_reload_and_cancel_stops_it(
     page.wait_for_function(OPTIONS_LOADED)
     page.wait_for_timeout(300)
     assert page.locator("#status").inner_text() == "choose a file"
+
+
+def test_convert_waits_while_a_reload_looks_for_the_last_job(
+    open_page: PageFactory, server: RunningServer, clip: Path
+) -> None:
+    """While the reloaded page asks the server about this tab's last job, Convert does
+    nothing: one run at a time, so Cancel always reaches the job on screen."""
+    with clip.open("rb") as video:
+        made = httpx.post(
+            f"{server.url}/jobs",
+            files={"file": ("earlier.mp4", video, "video/mp4")},
+            data={"effect": '{"name": "sketch", "params": {}}'},
+            timeout=30,
+        )
+    job_id = made.json()["job_id"]
+    page = open_page("?effect=sketch")
+    page.evaluate(f"sessionStorage.setItem('facestream-convert-job', '{job_id}')")
+    held: list[Route] = []
+    # resume's look-up of the job waits until the test lets it go
+    page.route(f"**/jobs/{job_id}", lambda route: held.append(route))
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    page.reload()
+    page.wait_for_function(OPTIONS_LOADED)
+    while not held:
+        page.wait_for_timeout(20)
+    page.set_input_files("#file", str(clip))
+    assert page.locator("#start").is_disabled()
+    page.evaluate("document.getElementById('start').click()")  # a click on a disabled button
+    held[0].continue_()
+    page.wait_for_selector("#download", state="visible", timeout=60_000)  # the resumed job's
+    assert posted == [], "a second run started beside the resumed one"
+    assert page.locator("#status").inner_text() == "done"
+    assert page.locator("#job").inner_text() == "earlier.mp4 with sketch"
+    assert page.locator("#start").is_enabled()
+
+
+RUNNING = {"state": "running", "progress": 0.5, "frames_done": 6, "frames_total": 12, "fps": 9.0}
+DROPPED = f"event: progress\ndata: {json.dumps(RUNNING | {'eta_s': 1.0})}\n\n"
+
+
+def _run_fast_timers(page: Page) -> None:
+    """Convert with the page's own timers (the reconnect waits) run at once."""
+    page.clock.install()
+    page.click("#start")
+    while not page.evaluate(SETTLED):
+        page.clock.run_for(10_000)
+        page.wait_for_timeout(30)
+
+
+def test_a_flaky_progress_stream_is_followed_to_the_end(open_page: PageFactory, clip: Path) -> None:
+    """Nine reconnects, each after a dropped stream that brought news or a 502/503/504
+    from a proxy: the budget is for reconnects in a row that bring nothing."""
+    answers = ["503", "drop", "drop", "502", "drop", "drop", "drop", "504", "drop"]
+
+    def flaky(route: Route) -> None:
+        if not answers:
+            route.continue_()
+        elif (answer := answers.pop(0)) == "drop":
+            route.fulfill(status=200, content_type="text/event-stream", body=DROPPED)
+        else:
+            route.fulfill(status=int(answer), content_type="text/html", body="<h1>Bad gateway</h1>")
+
+    page = open_page("?effect=sketch")
+    page.route("**/jobs/*/events", flaky)
+    page.set_input_files("#file", str(clip))
+    _run_fast_timers(page)
+    assert not page.locator("#error").is_visible(), page.locator("#error").inner_text()
+    page.wait_for_selector("#download", state="visible")
+    assert page.locator("#status").inner_text() == "done" and answers == []
+
+
+def test_a_lost_progress_stream_is_said_in_words_and_a_reload_looks_again(
+    open_page: PageFactory, clip: Path
+) -> None:
+    page = open_page("?effect=sketch")
+    page.route("**/jobs/*/events", lambda route: route.abort("connectionrefused"))
+    page.set_input_files("#file", str(clip))
+    _run_fast_timers(page)
+    assert page.locator("#status").inner_text() == "failed"
+    error = page.locator("#error").inner_text()
+    assert "Failed to fetch" not in error and "goes on" in error and "reload" in error, error
+    page.unroute("**/jobs/*/events")
+    page.reload()
+    page.wait_for_selector("#download", state="visible", timeout=60_000)
+    assert page.locator("#status").inner_text() == "done"
+
+
+def test_cancel_after_the_upload_was_sent_removes_the_job(
+    open_page: PageFactory, server: RunningServer, clip: Path
+) -> None:
+    """Cancel between the last byte sent and the 202 (held back 1.5 s by emulated
+    latency): the page waits for the job id and deletes the job."""
+    jobs = server.app.state.services.jobs
+    before = len(jobs)
+    page = open_page("?effect=sketch")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    slow = {"offline": False, "latency": 1500, "downloadThroughput": -1, "uploadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", slow)
+    page.set_input_files("#file", str(clip))
+    page.click("#start")
+    page.wait_for_function("document.getElementById('status').textContent === 'uploading 100%'")
+    page.click("#cancel")
+    cdp.send("Network.emulateNetworkConditions", slow | {"latency": 0})
+    page.wait_for_function(SETTLED, timeout=30_000)
+    assert page.locator("#status").inner_text() == "cancelled"
+    assert readouts(page) == NOTHING_YET and not page.locator("#error").is_visible()
+    page.wait_for_timeout(500)  # the server has long had the whole upload
+    assert len(jobs) == before, "the job the server made of the upload was left running"
