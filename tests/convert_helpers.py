@@ -195,3 +195,23 @@ def audio_clip(
             for packet in [*stream.encode(sound), *stream.encode(None)]:
                 out.mux(packet)
     return path
+
+
+def ass_header(font: str = "Arial") -> bytes:
+    """An ASS script header (320x240, one Default style in `font`), as text subtitle
+    encoders and decoders take their styles from one."""
+    return ASS_TEMPLATE.replace(b"{font}", font.encode())
+
+
+ASS_TEMPLATE = b"""[Script Info]
+ScriptType: v4.00+
+PlayResX: 320
+PlayResY: 240
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
+Style: Default,{font},16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+"""

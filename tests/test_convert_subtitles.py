@@ -14,7 +14,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from convert_helpers import VIDEO
+from convert_helpers import VIDEO, ass_header
 
 from engines.effects.base import EffectResources
 from stream.convert import convert_file
@@ -23,19 +23,7 @@ from stream.settings import Settings
 SIZE = (320, 240)
 FRAMES = 25  # 1 s at 25 fps
 MS = Fraction(1, 1000)
-# An ASS header for the text encoders (they take their styles from one).
-ASS_HEADER = b"""[Script Info]
-ScriptType: v4.00+
-PlayResX: 320
-PlayResY: 240
-
-[V4+ Styles]
-Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
-Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
-
-[Events]
-Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
-"""
+ASS_HEADER = ass_header()
 CUES = ((0.2, 0.6, "Hello there"), (0.68, 0.92, "Second line"))
 
 
