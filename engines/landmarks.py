@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -215,6 +216,9 @@ class HogFaceDetector:
         self.upsample = upsample
         self.max_side = max_side
         self._detector = dlib.get_frontal_face_detector()
+        # dlib's detector keeps its scan buffers in the object: two threads running it
+        # at once crash the process (segfault), so calls take turns.
+        self._detector_lock = threading.Lock()
         self._landmarks = LandmarkPredictor()
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -240,7 +244,8 @@ class HogFaceDetector:
         small = image
         if scale < 1.0:
             small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rects, margins, _ = self._detector.run(small, self.upsample, 0.0)
+        with self._detector_lock:
+            rects, margins, _ = self._detector.run(small, self.upsample, 0.0)
         if not rects:
             return (
                 np.zeros((0, 4), np.float32),

@@ -146,3 +146,45 @@ def test_one_predictor_serves_several_threads_at_once() -> None:
         together = list(pool.map(lambda i: predictor.predict_faces(images[i], faces[i]), jobs))
     for i, got in zip(jobs, together, strict=True):
         np.testing.assert_array_equal(got, serial[i])
+
+
+_HOG_THREADS_SCRIPT = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+from engines.landmarks import HogFaceDetector
+
+photo = cv2.cvtColor(cv2.imread(sys.argv[1]), cv2.COLOR_BGR2RGB)
+images = [photo] + [cv2.resize(photo, None, fx=f, fy=f) for f in (0.5, 0.3)]
+hog = HogFaceDetector()
+serial = [hog.detect_68(image) for image in images]
+with ThreadPoolExecutor(max_workers=6) as pool:
+    together = list(pool.map(lambda i: hog.detect_68(images[i % 3]), range(60)))
+for i, got in enumerate(together):
+    for a, b in zip(got, serial[i % 3], strict=True):
+        np.testing.assert_array_equal(a, b)
+print(len(serial[0][0]))
+"""
+
+
+def test_one_hog_detector_serves_several_threads_at_once() -> None:
+    """The face store's one HOG detector is shared by concurrent uploads; dlib's
+    detector crashed the process (segfault) when two threads ran it at once on images
+    of different sizes. Run in a child process so a crash fails this test instead of
+    ending the test run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", _HOG_THREADS_SCRIPT, str(SHARED_DATA / "multiface.jpg")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) >= 4
