@@ -2,8 +2,9 @@
 
 Decoding: :func:`upright_rgb` turns a decoded frame into HxWx3 uint8 RGB (host memory)
 with its display matrix applied, so a phone video recorded sideways with a 90-degree
-rotation flag reaches the face detector upright. Both the conversion's reader and the
-face process decode through it, so they see the same pictures.
+rotation flag reaches the face detector upright, and a mirrored one (a front camera's
+recording flagged to be shown mirrored) is shown as meant. Both the conversion's reader
+and the face process decode through it, so they see the same pictures.
 
 Colour: 4:2:0 frames (the usual case) are converted with OpenCV's BT.601 limited-range
 I420 conversion in both directions. swscale's fast YUV->RGB path (PyAV's
@@ -16,6 +17,9 @@ to decode, 0.30 ms to encode, against 2.5 ms for swscale's RGB->YUV).
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import av
 import cv2
@@ -62,10 +66,46 @@ def frame_rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def orientation(matrix: Sequence[int]) -> tuple[int, bool]:
+    """(counter-clockwise quarter turns, mirrored) of a display matrix: the picture is
+    shown as the coded one turned, then mirrored left to right where `mirrored`.
+
+    matrix: the 9 int32 of FFmpeg's (and ISO 14496-12's) display matrix, row-major;
+    a coded pixel (x, y) is shown at (a*x + c*y, b*x + d*y) plus a shift, with
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]. A negative determinant
+    means a mirror; an up-down flip is a left-right one after a half turn. Angles that
+    are no multiple of 90 degrees are rounded to the nearest quarter turn.
+    """
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    mirrored = a * d - b * c < 0
+    if mirrored:
+        a = -a  # undo the left-right mirror (it negates the shown x) to leave the turn
+    return round(math.degrees(math.atan2(-b, a)) / 90) % 4, mirrored
+
+
+def frame_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
+    """(counter-clockwise quarter turns, mirrored) of the frame's display matrix;
+    (0, False) when it has none."""
+    side_data: Any = frame.side_data.get("DISPLAYMATRIX")
+    if side_data is None:
+        return 0, False
+    matrix = np.frombuffer(bytes(side_data), np.int32)
+    if matrix.size != 9:
+        logger.debug("display matrix of %d bytes ignored", matrix.nbytes)
+        return 0, False
+    return orientation(matrix.tolist())
+
+
 def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
     """The frame as it is meant to be shown: HxWx3 uint8 RGB with the frame's display
-    matrix rotation applied (width and height swapped for 90 and 270 degrees)."""
-    return rotate_rgb(frame_rgb(frame), quarter_turns(frame.rotation))
+    matrix applied (width and height swapped for 90 and 270 degrees, mirrored where
+    the matrix mirrors)."""
+    turns, mirrored = frame_orientation(frame)
+    rgb = rotate_rgb(frame_rgb(frame), turns)
+    if mirrored:
+        flipped: np.ndarray = cv2.flip(rgb, 1)
+        return flipped
+    return rgb
 
 
 def rgb_frame(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:

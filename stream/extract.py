@@ -118,8 +118,11 @@ def count_frames(paths: list[Path], options: ExtractOptions) -> int | None:
 def iter_video_frames(
     path: Path, every: int = 1, max_frames: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame number, HxWx3 uint8 RGB) for every `every`-th frame of a video, via PyAV."""
+    """(frame number, HxWx3 uint8 RGB) for every `every`-th frame of a video, via PyAV,
+    as the video is meant to be shown (a phone's rotation flag applied: upright_rgb)."""
     import av
+
+    from stream.convert_frames import upright_rgb
 
     try:
         container = av.open(str(path))
@@ -135,7 +138,7 @@ def iter_video_frames(
             for number, frame in enumerate(container.decode(stream)):
                 if number % every:
                     continue
-                yield number, frame.to_ndarray(format="rgb24")
+                yield number, upright_rgb(frame)
                 used += 1
                 if max_frames is not None and used >= max_frames:
                     return

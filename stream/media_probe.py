@@ -308,7 +308,7 @@ def display_rotation(path: Path, width: int, height: int) -> int:
     this decodes the first frame of a separate opening of `path` (width x height: the
     coded size, to skip absurdly large ones).
     """
-    from stream.convert_frames import quarter_turns
+    from stream.convert_frames import frame_orientation
 
     if not 0 < width * height <= _ROTATION_MAX_PIXELS:
         return 0
@@ -319,7 +319,7 @@ def display_rotation(path: Path, width: int, height: int) -> int:
                 return 0
             for count, packet in enumerate(container.demux(stream)):
                 for frame in packet.decode():
-                    return quarter_turns(frame.rotation) * 90
+                    return frame_orientation(frame)[0] * 90
                 if count >= _ROTATION_MAX_PACKETS:
                     break
     except (av.error.FFmpegError, OSError, IndexError, ValueError):

@@ -120,19 +120,23 @@ def phone_clip(
     rotation: int,
     frames: int = 6,
     container: str = "mp4",
+    hflip: bool = False,
+    vflip: bool = False,
 ) -> Path:
     """A clip as a phone records it: `upright` (HxWx3 uint8 RGB, even sides) is stored
-    turned so that only a player applying the display matrix (`rotation`: the
-    counter-clockwise degrees PyAV's VideoFrame.rotation reads back) shows it upright.
+    turned (and mirrored: `hflip`, `vflip`) so that only a player applying the display
+    matrix (`rotation`: the counter-clockwise degrees PyAV's VideoFrame.rotation reads
+    back for an unmirrored clip; the mirrors come after the turn) shows it upright.
     25 fps, pts 0..frames-1 in 1/25 s; each frame shifted by a pixel so none repeats."""
-    coded = np.ascontiguousarray(np.rot90(upright, -(rotation // 90)))
+    unmirrored = upright[:: -1 if vflip else 1, :: -1 if hflip else 1]
+    coded = np.ascontiguousarray(np.rot90(unmirrored, -(rotation // 90)))
     with av.open(str(path), "w", format=container) as out:
         video: Any = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
         video.height, video.width = coded.shape[:2]
         video.pix_fmt = "yuv420p"
         video.codec_context.time_base = Fraction(1, 25)
-        if rotation % 360:
-            video.set_display_rotation(rotation)
+        if rotation % 360 or hflip or vflip:
+            video.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
         for index in range(frames):
             frame = av.VideoFrame.from_ndarray(np.roll(coded, index, axis=1), format="rgb24")
             frame = frame.reformat(format="yuv420p")

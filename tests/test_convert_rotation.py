@@ -80,6 +80,31 @@ def test_phone_video_is_processed_and_written_upright(
         assert (face > 8) is face_changed, f"face region changed by {face:.1f}"
 
 
+@pytest.mark.parametrize(
+    ("rotation", "hflip", "vflip"),
+    [(0, True, False), (90, True, False), (90, False, True), (180, False, True), (270, True, True)],
+)
+def test_a_mirrored_video_is_written_as_shown(
+    tmp_path: Path,
+    upright: np.ndarray,
+    settings: Settings,
+    models: SharedModels,
+    rotation: int,
+    hflip: bool,
+    vflip: bool,
+) -> None:
+    """A front camera's clip flagged to be shown mirrored (the display matrix's
+    determinant is negative; PyAV's VideoFrame.rotation alone misses the mirror)."""
+    source = phone_clip(tmp_path / "selfie.mp4", upright, rotation, 1, "mp4", hflip, vflip)
+    output = tmp_path / "out.mp4"
+    convert_file(source, output, "none", {}, EffectResources(), settings, models=models)
+    with av.open(str(output)) as container:
+        written = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert written.shape == upright.shape
+    assert _diff(written, upright) < 3
+    assert _diff(upright, upright[:, ::-1]) > 20  # the portrait is not its own mirror
+
+
 @pytest.mark.parametrize("rotation", [0, 90, 270])
 def test_the_face_process_decodes_the_same_upright_frames(
     tmp_path: Path, upright: np.ndarray, rotation: int

@@ -170,3 +170,21 @@ def test_cli_extract_keeps_the_largest_person(
     manifest = json.loads((out / "manifest.json").read_text())
     assert len({face["track_id"] for face in manifest["faces"]}) == 1
     assert len(manifest["faces"]) == 3
+
+
+def test_a_phone_video_is_extracted_upright(tmp_path: Path) -> None:
+    """A clip recorded sideways with a 90-degree display matrix: the detector gets the
+    faces as shown, so the saved faces are upright (from the coded pictures they were
+    aligned on sideways landmarks, eyes one above the other: useless to train on)."""
+    from convert_helpers import phone_clip
+
+    portrait = cv2.cvtColor(cv2.imread(str(next(PORTRAITS.glob("*.jpg")))), cv2.COLOR_BGR2RGB)
+    upright = cv2.resize(portrait, (240, 300), interpolation=cv2.INTER_AREA)
+    clip = phone_clip(tmp_path / "phone.mp4", upright, 90, frames=3)
+    summary = extract_faces(clip, tmp_path / "out", ExtractOptions(size=64))
+    assert summary.kept == 3
+    manifest = read_manifest(tmp_path / "out")
+    eyes = np.array([face.landmarks[:2] for face in manifest.faces])
+    # eyes level and side by side in the saved (aligned) faces
+    assert np.all(np.abs(eyes[:, 0, 1] - eyes[:, 1, 1]) < 3)
+    assert np.all(eyes[:, 1, 0] - eyes[:, 0, 0] > 15)
