@@ -348,6 +348,26 @@ def test_session_caps_answer_429_with_retry_after(
     assert client.post("/offer", json=offer_body()).status_code == 200
 
 
+def test_behind_a_local_proxy_each_client_has_its_own_session_limit(tmp_path: Path) -> None:
+    """A reverse proxy on the same machine (the README's TLS set-up) connects from
+    127.0.0.1 for everyone: the per-client limit counts the address the proxy forwards
+    (X-Forwarded-For, trusted from FORWARDED_ALLOW_IPS, default the loopback addresses),
+    so one user's sessions do not use up everybody's."""
+    import httpx
+
+    settings = Settings(data_dir=tmp_path, max_sessions_per_client=1)
+    with running_server(settings) as running, httpx.Client(base_url=running.url) as http:
+
+        def offer(client: str) -> httpx.Response:
+            headers = {"X-Forwarded-For": client}
+            return http.post("/offer", json=offer_body(), headers=headers, timeout=30)
+
+        assert offer("203.0.113.5").status_code == 200
+        assert offer("203.0.113.6").status_code == 200
+        refused = offer("203.0.113.5")
+        assert refused.status_code == 429 and "this client" in refused.json()["detail"]
+
+
 # --- upload signatures ------------------------------------------------------------------------
 
 _JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64)
