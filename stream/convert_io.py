@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 6
 _POLL_S = 0.1
+_SLOW_STOP_S = 30.0  # a thread not stopped after this long is logged (and still waited for)
 _END = ("end", None, None)
 _PACKET_KINDS = ("audio", "subtitle")  # passed through to the writer as packets
 
@@ -172,6 +173,8 @@ class FrameWriter:
         self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
         self.error: BaseException | None = None
         self.finished = False
+        # Set once the output's streams are made from the input's (or that failed).
+        self.opened = threading.Event()
         self.audio_packets = 0
         self.audio_routes: list[AudioRoute] = plan_audio(
             spec.audio_templates, spec.format_name, public_name(spec.path)
@@ -249,6 +252,8 @@ class FrameWriter:
         except Exception as error:
             self.error = renamed(error, self.spec.path)
             return
+        finally:
+            self.opened.set()
         try:
             self._write(output, video, audio)
             self.finished = True
@@ -342,6 +347,9 @@ class Pump:
         self._stop = stop
         self._stamps: list[tuple[int | None, Fraction | None]] = []
         writer.start()
+        # The writer copies the input's stream parameters into the output's: the
+        # reader starts demuxing (which may update them) only after that.
+        writer.opened.wait()
         reader.start()
 
     def _to_writer(self, item: Any) -> None:
@@ -395,7 +403,16 @@ class Pump:
             self._raise_writer_error()
 
     def close(self) -> None:
-        """Stop both threads (no-op after a clean finish)."""
+        """Stop both threads and wait until they have ended (no-op after a clean finish).
+
+        Both see the stop within one packet or frame. They are waited for however long
+        that takes: the caller closes the input container next, and closing it under a
+        thread still inside FFmpeg would crash the process (the server, for a job).
+        """
         self._stop.set()
-        self._reader.thread.join(timeout=5)
-        self._writer.thread.join(timeout=30)
+        for thread in (self._reader.thread, self._writer.thread):
+            while True:
+                thread.join(timeout=_SLOW_STOP_S)
+                if not thread.is_alive():
+                    break
+                logger.warning("%s has not stopped after %g s; waiting", thread.name, _SLOW_STOP_S)
