@@ -188,8 +188,15 @@ class SessionManager:
         self, choice: EffectChoice, key_colour: Color | None
     ) -> EffectPipeline:
         spec, effect = await self._build_keyed(choice, key_colour)
-        return EffectPipeline(
-            spec, effect, self._models.stage_factories(), self._metrics.observe_stage
+        # In the worker: the first session's face stage loads (and on a GPU compiles)
+        # the detector, which must neither block the event loop nor load in a thread
+        # other than the one that runs it.
+        return await self._worker.run(
+            EffectPipeline,
+            spec,
+            effect,
+            self._models.stage_factories(),
+            self._metrics.observe_stage,
         )
 
     async def create(
