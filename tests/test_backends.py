@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -266,6 +268,35 @@ def test_engine_pads_and_chunks_batches(buckets, limits, batch: int, calls: list
 
 
 # --- engines -----------------------------------------------------------------------------
+
+
+def test_calls_to_one_engine_on_a_device_take_turns() -> None:
+    """On a GPU one engine serves several threads (sessions, batch threads, jobs): its
+    calls must not overlap (a TensorRT context is not thread-safe; CUDA-graph outputs
+    are reused by the next replay). Checked on the meta device, which runs no kernels:
+    the turns are the engine's own, whatever the device."""
+    import threading
+
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        time.sleep(0.05)
+        with lock:
+            spans.append((started, time.perf_counter()))
+        return torch.zeros(int(x.shape[0]), 4)
+
+    engine = CompiledEngine(slow, key=tiny_key(), device=torch.device("meta"))
+    x = torch.empty(2, 3, 8, 8, device="meta")
+    threads = [threading.Thread(target=engine, args=(x,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spans.sort()
+    assert len(spans) == 4
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
 
 
 def test_eager_engine_matches_module_and_returns_float32() -> None:

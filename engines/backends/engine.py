@@ -11,6 +11,8 @@ rebuilt at run time.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -110,6 +112,13 @@ class CompiledEngine:
         self.from_cache = from_cache
         self.build_seconds = build_seconds
         self.fallback = fallback
+        # On a GPU one engine is shared by threads (live sessions, the batch threads,
+        # the jobs thread): calls take turns. A TensorRT execution context is not
+        # thread-safe, and CUDA-graph outputs are overwritten by the next replay until
+        # `_finish` has copied them. On a CPU eager modules run concurrently.
+        self._turns: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if device.type != "cpu" else contextlib.nullcontext()
+        )
 
     @property
     def backend(self) -> BackendName:
@@ -126,7 +135,7 @@ class CompiledEngine:
         if self.max_batch is not None and batch > self.max_batch:
             return self._in_chunks(inputs, self.max_batch)
         target = bucket_for(batch, self.buckets) if self.buckets else max(batch, self.min_batch)
-        with torch.inference_mode():
+        with self._turns, torch.inference_mode():
             formats = self.input_formats or tuple(map(memory_format_of, inputs))
             args = [_as_inference(t, self.dtype, f) for t, f in zip(inputs, formats, strict=True)]
             if inputs and target != batch:
@@ -134,8 +143,10 @@ class CompiledEngine:
             if self.device.type == "cuda" and self.clone_outputs:
                 torch.compiler.cudagraph_mark_step_begin()
             outputs = self.fn(*args)
-        padded = bool(inputs) and target != batch
-        return pytree.tree_map_only(torch.Tensor, lambda t: self._finish(t, batch, padded), outputs)
+            padded = bool(inputs) and target != batch
+            return pytree.tree_map_only(
+                torch.Tensor, lambda t: self._finish(t, batch, padded), outputs
+            )
 
     def _in_chunks(self, inputs: Sequence[torch.Tensor], size: int) -> Any:
         batch = int(inputs[0].shape[0])
