@@ -11,6 +11,7 @@ Images are HxWx3 uint8 RGB numpy arrays; encodings are float32 (N, 128).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +27,9 @@ from engines.types import Face
 logger = logging.getLogger(__name__)
 
 SAME_PERSON_THRESHOLD = 0.6
+# dlib's networks are documented as not thread-safe and the loaded encoder is shared:
+# calls take turns (this dlib build holds the GIL through a call anyway; another need not).
+_ENCODER_TURNS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class FaceEncoder:
             rect = dlib.rectangle(int(low[0]), int(low[1]), int(high[0]), int(high[1]))
             parts = dlib.points([dlib.point(round(float(x)), round(float(y))) for x, y in points])
             shapes.append(dlib.full_object_detection(rect, parts))
-        descriptors = self._model.compute_face_descriptor(np.ascontiguousarray(image), shapes)
+        with _ENCODER_TURNS:
+            descriptors = self._model.compute_face_descriptor(np.ascontiguousarray(image), shapes)
         return np.asarray([np.asarray(d) for d in descriptors], np.float32).reshape(-1, 128)
 
     def encode_faces(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PORTRAITS, load_rgb
+from conftest import PORTRAITS, load_rgb, portrait_path
 from detection_helpers import reference_detect, reference_mtcnn, video_frames
 
 from engines.detection import FaceDetector
@@ -304,3 +304,24 @@ def test_cuda_finds_the_same_faces(multiface: tuple[np.ndarray, Detections]) -> 
     gpu = on_gpu.detect(torch.from_numpy(image).cuda())[0]
     overlap = iou_matrix(cpu.boxes, gpu.boxes)
     assert len(gpu) == len(cpu) and overlap.max(axis=1).min() >= 0.95
+
+
+def test_cell_maps_of_many_photo_sizes_stay_bounded() -> None:
+    """One cell map per image size: uploads of ever new sizes must not grow the
+    detector's memory without end (the least recently used go); a size still in use
+    keeps its map, and a dropped one is rebuilt to the same faces."""
+    from engines.detection import detector as detector_module
+
+    detector = FaceDetector(device="cpu")
+    kept = detector_module._CELL_MAPS_KEPT
+    portrait = load_rgb(portrait_path(PORTRAITS[0]), 200)
+    first = detector.detect([portrait])[0]
+    assert len(first.boxes) == 1
+    for extra in range(kept + 8):
+        detector.detect([np.zeros((120 + extra, 160, 3), np.uint8)])
+        if extra % 8 == 0:
+            detector.detect([np.zeros((96, 96, 3), np.uint8)])  # in use all along
+    assert len(detector._cells) == kept
+    assert plan_pyramid(96, 96, detector.min_face_size, detector.factor) in detector._cells
+    again = detector.detect([portrait])[0]  # its map was dropped: built again
+    np.testing.assert_allclose(again.boxes, first.boxes, atol=1e-3)

@@ -14,6 +14,7 @@ the result is copied out.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +52,9 @@ ImageBatch = Sequence[np.ndarray] | np.ndarray | torch.Tensor
 _REGION_SHIFTS = (-0.2, 0.0, 0.2)
 _REGION_SCALES = (0.8, 1.25)
 _REGION_KEEP = 2  # R-Net survivors per region passed to O-Net
+# Cell maps kept, one per image size (~0.8 MB at 1080p on a CPU): every stream uses one
+# size, but uploaded photos come in any size, so the least recently used are dropped.
+_CELL_MAPS_KEPT = 32
 
 
 def _bucket(count: int) -> int:
@@ -115,7 +119,7 @@ class FaceDetector:
         self.pnet_strip_rows: int | None = 128 if on_cpu else None
         self.crop_chunk: int | None = 128 if on_cpu else None
         self.pnet, self.rnet, self.onet = load_nets(self.device, weights_dir)
-        self._cells: dict[PyramidLayout, CellMap] = {}
+        self._cells: OrderedDict[PyramidLayout, CellMap] = OrderedDict()
 
     def __repr__(self) -> str:
         return (
@@ -153,9 +157,14 @@ class FaceDetector:
         return batches
 
     def _cell_map(self, layout: PyramidLayout) -> CellMap:
-        if layout not in self._cells:
-            self._cells[layout] = cell_map(layout, self.device)
-        return self._cells[layout]
+        cells = self._cells.get(layout)
+        if cells is None:
+            cells = self._cells[layout] = cell_map(layout, self.device)
+            while len(self._cells) > _CELL_MAPS_KEPT:
+                self._cells.popitem(last=False)
+        else:
+            self._cells.move_to_end(layout)
+        return cells
 
     def _run(self, net: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run R-Net or O-Net on a batch of crops, in chunks on a CPU (small tensors stay
