@@ -325,3 +325,47 @@ def test_cell_maps_of_many_photo_sizes_stay_bounded() -> None:
     assert plan_pyramid(96, 96, detector.min_face_size, detector.factor) in detector._cells
     again = detector.detect([portrait])[0]  # its map was dropped: built again
     np.testing.assert_allclose(again.boxes, first.boxes, atol=1e-3)
+
+
+@pytest.mark.parametrize("count", [300, 1500])  # one shifted call; each group on its own
+def test_nms_equals_torchvisions(count: int) -> None:
+    from torchvision.ops import batched_nms as reference_nms
+
+    from engines.detection.nms import batched_nms
+
+    generator = torch.Generator().manual_seed(count)
+    corners = torch.rand(count, 2, generator=generator) * 600
+    sizes = 8 + torch.rand(count, 2, generator=generator) * 60
+    boxes = torch.cat([corners, corners + sizes], dim=1)
+    scores = torch.rand(count, generator=generator)
+    groups = torch.randint(0, 6, (count,), generator=generator)
+    kept = batched_nms(boxes, scores, groups, 0.5)
+    assert 0 < len(kept) < count
+    assert torch.equal(kept, reference_nms(boxes, scores, groups, 0.5))
+
+
+def test_a_face_stage_starts_without_torchs_compiler() -> None:
+    """Importing torchvision's package pulls in dynamo, inductor and sympy (~1.1-1.5 s
+    of every process start on 2 cores); a CPU face stage needs only its NMS kernel."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, tempfile\n"
+        "from stream.models import SharedModels\n"
+        "from stream.settings import Settings\n"
+        "settings = Settings(data_dir=tempfile.mkdtemp(), warm_up=False)\n"
+        "models = SharedModels(settings, 'cpu')\n"
+        "models.stage_factories().face()\n"
+        "models.detector.detect([__import__('numpy').zeros((120, 160, 3), 'uint8')])\n"
+        "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'sympy') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -8,7 +8,8 @@ so that the cascade keeps the same candidates.
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms
+
+from engines.detection.nms import batched_nms
 
 
 def square(boxes: torch.Tensor) -> torch.Tensor:
