@@ -26,17 +26,23 @@ class Item:
 
 
 class Recorder:
-    """A batch function that records every call and can be held to let the queue fill."""
+    """A batch function that records every call and can be held to let the queue fill.
+
+    `entered` is set when the dispatcher first calls it (the items of that call have left
+    the queue); with `gate` cleared the dispatcher is then held there.
+    """
 
     def __init__(self, delay: float = 0.0, bad: set[int] | None = None) -> None:
         self.calls: list[list[Item]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()
         self.delay = delay
         self.bad = bad or set()
 
     def __call__(self, items: Sequence[Item]) -> list[tuple[int, int]]:
-        self.gate.wait(10)
+        self.entered.set()
+        self.gate.wait(60)
         self.calls.append(list(items))
         if any(item.seq in self.bad for item in items):
             raise ValueError(f"bad item among {[item.seq for item in items]}")
@@ -87,10 +93,11 @@ def test_results_go_to_the_right_session_in_order() -> None:
 @pytest.mark.parametrize(
     ("max_wait_ms", "max_batch", "items", "at_least_s", "at_most_s"),
     [
-        (100.0, 8, 1, 0.095, 0.100 + 0.1),  # a lone item waits for company, but not longer
-        (0.0, 8, 1, 0.0, 0.25),  # no wait window: dispatched at once
-        (5000.0, 4, 4, 0.0, 1.0),  # a full batch does not wait for the window
-        (5000.0, 4, 9, 0.0, 1.0),  # nor do two full batches; the ninth item...
+        # Upper bounds leave a loaded host a second for the thread hand-overs.
+        (100.0, 8, 1, 0.095, 0.100 + 1.0),  # a lone item waits for company, but not long
+        (0.0, 8, 1, 0.0, 1.0),  # no wait window: dispatched at once
+        (5000.0, 4, 4, 0.0, 2.0),  # a full batch does not wait for the window
+        (5000.0, 4, 9, 0.0, 2.0),  # nor do two full batches; the ninth item...
     ],
 )
 def test_wait_is_bounded(
@@ -116,8 +123,9 @@ def test_wait_is_bounded(
 @pytest.mark.parametrize("bad_seqs", [{3}, {0, 5}, {7}])
 def test_a_failing_item_fails_only_its_own_request(bad_seqs: set[int]) -> None:
     recorder = Recorder(bad=bad_seqs)
-    recorder.gate.clear()  # hold the dispatcher so all eight items share one batch
-    with BatchScheduler(recorder, max_batch=8, max_wait_ms=50) as scheduler:
+    recorder.gate.clear()
+    # A long wait: all eight items share one batch (it goes when full), however slowly they come.
+    with BatchScheduler(recorder, max_batch=8, max_wait_ms=5000) as scheduler:
         futures = [scheduler.submit(Item(seq % 2, seq), session=seq % 2) for seq in range(8)]
         recorder.gate.set()
         for seq, future in enumerate(futures):
@@ -135,7 +143,7 @@ def test_a_batch_function_returning_too_few_results_is_caught() -> None:
     def drops_one(items: Sequence[int]) -> list[int]:
         return [i * 2 for i in items][: max(1, len(items) - 1)]
 
-    with BatchScheduler(drops_one, max_batch=4, max_wait_ms=50) as scheduler:
+    with BatchScheduler(drops_one, max_batch=4, max_wait_ms=5000) as scheduler:  # one full batch
         futures = [scheduler.submit(i) for i in range(4)]
         assert [f.result(timeout=10) for f in futures] == [0, 2, 4, 6]  # retried one by one
         assert scheduler.stats.failed_batches >= 1
@@ -150,7 +158,7 @@ def test_groups_never_mix_and_a_session_keeps_its_order() -> None:
         recorder, max_batch=8, max_wait_ms=20, group_key=lambda item: item.size
     ) as scheduler:
         blocker = scheduler.submit(Item(9, 0, size=720))
-        time.sleep(0.1)  # the dispatcher is now stuck in the blocker's batch
+        assert recorder.entered.wait(30)  # the dispatcher is now stuck in the blocker's batch
         plan = [
             Item(1, 1, 720),
             Item(1, 2, 1080),
@@ -178,7 +186,7 @@ def test_queue_is_bounded_and_close_rejects() -> None:
     recorder.gate.clear()
     scheduler = BatchScheduler(recorder, max_batch=2, max_wait_ms=0, max_queue=2)
     first = scheduler.submit(Item(0, 0))
-    time.sleep(0.1)  # taken by the dispatcher, which is now held
+    assert recorder.entered.wait(30)  # taken by the dispatcher, which is now held
     queued = [scheduler.submit(Item(0, 1)), scheduler.submit(Item(0, 2))]
     with pytest.raises(BatchRejected, match="full"):
         scheduler.submit(Item(0, 3))
@@ -194,7 +202,7 @@ def test_a_cancelled_request_is_not_run() -> None:
     recorder.gate.clear()
     with BatchScheduler(recorder, max_batch=4, max_wait_ms=30) as scheduler:
         blocker = scheduler.submit(Item(0, 0))
-        time.sleep(0.1)
+        assert recorder.entered.wait(30)  # the blocker's batch has gone; the rest queue
         futures = [scheduler.submit(Item(0, seq)) for seq in (1, 2, 3)]
         assert futures[1].cancel()
         recorder.gate.set()
@@ -242,14 +250,15 @@ async def test_cancelling_an_await_leaves_other_sessions_alone() -> None:
     recorder.gate.clear()
     batcher = AsyncBatcher.create(recorder, max_batch=4, max_wait_ms=30)
     blocker = asyncio.ensure_future(batcher.run(Item(0, 0)))
-    await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(recorder.entered.wait, 30)  # the dispatcher holds the blocker
     stale = asyncio.ensure_future(batcher.run(Item(1, 1), session=1))
     fresh = asyncio.ensure_future(batcher.run(Item(2, 2), session=2))
-    await asyncio.sleep(0.01)
+    while batcher.scheduler.pending() < 2:  # both queued behind the held blocker
+        await asyncio.sleep(0.01)
     stale.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stale  # by now its item is withdrawn too; then the dispatcher may go on
     recorder.gate.set()
     assert await fresh == (2, 20) and await blocker == (0, 0)
-    with pytest.raises(asyncio.CancelledError):
-        await stale
     await batcher.aclose()
     assert [[i.seq for i in call] for call in recorder.calls] == [[0], [2]]
