@@ -7,10 +7,17 @@ server (aiortc's frame queue + the latest-frame slot) stay at 2 or fewer, stale
 frames are dropped (and counted), and the end-to-end latency at the end of the run
 is no higher than at its start. Encoded frames waiting for aiortc's decoder thread
 are watched too: they do not accumulate (a few at a time when the co-located test
-peer's encoder and the effect saturate both cores).
+peer's encoder and the effect saturate both cores). On a machine where the effect
+keeps up with the input (the peer's own encoder is the bottleneck), the test is
+skipped: there is nothing to drop.
 
 Flood: with `max_sessions` live sessions streaming, a burst of concurrent offers
-gets 429 with Retry-After while the existing sessions keep their frame rate.
+gets 429 with Retry-After while the existing sessions keep most of their frame rate
+(the flooding client runs in the same process, so it costs them some).
+
+The limits are set for a slow, loaded 2-core CI machine (measured there with two
+busy loops besides: 4 fps processed of 15 sent, latency 0.6 s rising to 0.85 s; a
+flood costs the sessions up to 20% of their frame rate).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,39 +86,74 @@ def _latencies(source: TimedClipTrack, collector: FrameCollector) -> list[float]
     return latencies
 
 
-async def _slow_consumer(server: RunningServer) -> None:
+@dataclass(frozen=True)
+class SlowRun:
+    """What one slow-consumer run measured over its sampling window.
+
+    samples: (decoded, encoded) frames waiting in the server, every 50 ms;
+    sent_fps: frames the peer handed to its encoder; received_fps: processed frames that
+    came back; dropped: frames the server's latest-frame slot dropped over the whole run;
+    latencies: seconds from hand-over to arrival of every frame that came back, in order.
+    """
+
+    samples: list[tuple[int, int]]
+    sent_fps: float
+    received_fps: float
+    dropped: int
+    latencies: list[float]
+
+
+async def _slow_consumer(server: RunningServer) -> SlowRun:
     # 30 fps in; the slow effect manages about 15 fps at 720p on an idle 2-core host (cartoon,
     # used before, reached 24-28 fps on a faster host and no longer made the input clearly faster).
     source = TimedClipTrack(_moving_frames(1280, 720, 30), fps=30, loop=True)
     pc, collector, session_id = await connect(server.url, source, SLOW_EFFECT)
     session = server.app.state.services.sessions.get(session_id)
     try:
-        await collector.wait_for(3, timeout=30)
+        await collector.wait_for(3, timeout=60)
         samples: list[tuple[int, int]] = []
         started = time.monotonic()
         while time.monotonic() - started < 8.0:
             samples.append(_waiting_in_server(session))
             await asyncio.sleep(0.05)
-        track = session.track
+        ended = time.monotonic()
+        dropped = session.track.frames_dropped
         latency = _latencies(source, collector)
     finally:
         await pc.close()
         source.stop()
-    assert max(decoded for decoded, _ in samples) <= 2, samples
-    assert statistics.mean(encoded for _, encoded in samples) < 1.0, samples
-    # The precondition: input clearly faster than processing.
-    assert track.frames_in > 1.3 * track.frames_out, (track.frames_in, track.frames_out)
-    assert track.frames_dropped > 0
-    third = max(len(latency) // 3, 3)
-    early, late = statistics.median(latency[:third]), statistics.median(latency[-third:])
-    # A queue instead of the latest-frame slot would add (in - out) / out-rate: 10+ s here.
-    assert late <= early + 1.0, (early, late)
-    assert late < 3.0, (early, late)
+    sent = sum(1 for handed in list(source.produced.values()) if started <= handed < ended)
+    received = sum(1 for arrived, _, _ in collector.frames if started <= arrived < ended)
+    seconds = ended - started
+    return SlowRun(samples, sent / seconds, received / seconds, dropped, latency)
 
 
 def test_slow_consumer_keeps_queues_short_and_latency_flat(tmp_path: Path) -> None:
     with running_server(Settings(data_dir=tmp_path)) as server:
-        asyncio.run(_slow_consumer(server))
+        run = asyncio.run(_slow_consumer(server))
+    decoded = [waiting for waiting, _ in run.samples]
+    encoded = [waiting for _, waiting in run.samples]
+    # A queue instead of the latest-frame slot holds (in - out) frames more every second.
+    assert max(decoded) <= 2, run.samples
+    # Encoded frames waiting for aiortc's decoder come and go; they must not pile up.
+    third = max(len(encoded) // 3, 1)
+    assert statistics.mean(encoded) < 2.0, run.samples
+    assert statistics.mean(encoded[-third:]) <= statistics.mean(encoded[:third]) + 1.0, encoded
+    # The precondition, measured at the peer (what the server counts is what is under test):
+    # input clearly faster than processing. A fast host's effect may keep up with the peer.
+    if run.sent_fps < 1.5 * run.received_fps:
+        pytest.skip(
+            f"the effect keeps up here ({run.received_fps:.1f} fps back of "
+            f"{run.sent_fps:.1f} sent): nothing to drop"
+        )
+    assert run.dropped > 0
+    latency = run.latencies
+    third = max(len(latency) // 3, 3)
+    early, late = statistics.median(latency[:third]), statistics.median(latency[-third:])
+    # A queue would add (sent - received) / received s of latency per second: with input at
+    # least 1.5x faster, 2.7 s or more between the first and the last third of the run.
+    assert late <= early + 1.5, (early, late)
+    assert late < 5.0, (early, late)
 
 
 def _fps(collector: FrameCollector, since: float, until: float) -> float:
@@ -147,13 +190,16 @@ async def _flood_run(server: RunningServer, cap: int) -> None:
         for source in sources:
             source.stop()
     refused = [answer for answer in answers if answer.status_code == 429]
-    assert len(answers) >= 50 and len(refused) == len(answers), {a.status_code for a in answers}
+    assert len(answers) >= 40 and len(refused) == len(answers), {a.status_code for a in answers}
     assert all(int(answer.headers["retry-after"]) > 0 for answer in refused)
     for _, collector, _ in peers:
         calm = _fps(collector, calm_start, calm_end)
         flooded = _fps(collector, calm_end, flood_end)
-        assert calm >= 10, calm
-        assert flooded >= 0.8 * calm, (calm, flooded)
+        assert calm >= 5, calm  # 20 fps in; about 20 back on an idle or a loaded host
+        # The flooding client shares this process (and its GIL) with the peers: it costs them
+        # up to 20% on a loaded 2-core host. Refusals that hold the server's event loop for
+        # 20 ms each take half.
+        assert flooded >= 0.6 * calm, (calm, flooded)
 
 
 def test_flood_of_offers_gets_429_and_sessions_keep_their_frame_rate(tmp_path: Path) -> None:
