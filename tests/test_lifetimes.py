@@ -98,12 +98,15 @@ async def _offer_and_vanish(url: str) -> str:
 
 def test_peer_that_never_connects_is_dropped(tmp_path: Path) -> None:
     deadline = 1.5
-    settings = Settings(data_dir=tmp_path, session_connect_timeout_s=deadline)
+    # No warm-up: loading the face models at start would compete for the CPU with the
+    # timer under test (the session never gets a frame, so it never needs them).
+    settings = Settings(data_dir=tmp_path, session_connect_timeout_s=deadline, warm_up=False)
     with running_server(settings) as server:
         session_id = asyncio.run(_offer_and_vanish(server.url))
-        elapsed = asyncio.run(_gone_within(server, session_id, deadline + 5))
+        elapsed = asyncio.run(_gone_within(server, session_id, deadline + 30))
         assert len(server.app.state.services.sessions) == 0
-    assert elapsed <= deadline + 1.0
+    # At the deadline, give or take a loaded host; not the default 20 s, nor never.
+    assert elapsed <= deadline + 4.0
 
 
 def test_shutdown_closes_every_session(tmp_path: Path) -> None:
