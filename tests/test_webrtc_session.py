@@ -85,8 +85,10 @@ async def test_offer_patch_delete_round_trip(tmp_path: Path) -> None:
             # No peer connection, track or reader task of the session is left behind.
             assert session.pc.connectionState == "closed"
             assert session.track is not None and session.track.readyState == "ended"
-            await asyncio.sleep(0.2)
-            assert session.track.reader_done
+            deadline = time.monotonic() + 30
+            while not session.track.reader_done:  # the reader task ends, soon
+                assert time.monotonic() < deadline, "the track's reader task outlived it"
+                await asyncio.sleep(0.05)
         await pc.close()
         source.stop()
     # The server's own threads (worker, uvicorn) end with it.
