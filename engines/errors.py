@@ -49,3 +49,8 @@ class BatchRejected(EngineError):
 
 class InvalidImage(EngineError, ValueError):
     """An image given to an engine is not what it takes (shape, dtype, colour channels)."""
+
+
+class SourceWithdrawn(EngineError):
+    """An effect's uploaded source face was deleted while the effect ran (its uploader
+    withdrew consent): the effect stops using it."""

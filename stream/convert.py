@@ -178,7 +178,7 @@ def _provenance(
     job_id: str | None,
     source_name: str,
 ) -> ProvenanceInfo:
-    face_ids = [str(values[k]) for k, p in spec.params.items() if p.type == "face" and values[k]]
+    face_ids = spec.face_ids(values)
     return ProvenanceInfo(
         effect=spec.name,
         changes_identity=spec.changes_identity,

@@ -15,3 +15,9 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def client_of(request: Request) -> str:
+    """The client's address, as counted for per-client limits and the audit log (behind
+    a trusted proxy: the address it forwards)."""
+    return request.client.host if request.client else "unknown"

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from engines.effects.base import EffectResources
 from engines.effects.registry import get_effect_spec
-from engines.errors import EngineError
+from engines.errors import EngineError, SourceWithdrawn
 from stream.audit import AuditLog
 from stream.convert import ConvertCancelled, ConvertProgress, EncodeOptions, convert_file
 from stream.face_process import FaceProcess
@@ -81,6 +81,7 @@ class Job:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    withdrawn: bool = False  # cancelled because its source face was deleted
     version: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -200,7 +201,7 @@ class JobManager:
         """Queue a job whose upload is already at `input_path` (inside `folder`)."""
         self.check_capacity()
         job = Job(job_id, folder, input_path, filename, effect, dict(params))
-        face_ids = [str(v) for k, v in job.params.items() if k == "source_face" and v]
+        face_ids = get_effect_spec(effect).face_ids(job.params)
         self._audit.record(
             "job.start",
             client=client,
@@ -241,6 +242,19 @@ class JobManager:
             await asyncio.to_thread(shutil.rmtree, job.folder, True)
         logger.info("job %s removed", job_id)
 
+    def withdraw_face(self, face_id: str) -> int:
+        """Stop every queued or running job that uses a deleted swap source (its uploader
+        withdrew consent): each fails saying so, and keeps no output. Finished results
+        stay until they expire. Returns how many were stopped."""
+        stopped = 0
+        for job in list(self._jobs.values()):
+            uses = get_effect_spec(job.effect).face_ids(job.params)
+            if job.state not in TERMINAL and face_id in uses:
+                job.withdrawn = True
+                job.cancel.set()
+                stopped += 1
+        return stopped
+
     async def events(
         self, job_id: str, keepalive_s: float = 15.0
     ) -> AsyncIterator[dict[str, Any] | None]:
@@ -271,7 +285,7 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         if job.cancel.is_set():
-            self._finish(job, "cancelled", None)
+            self._finish_cancelled(job)
             return
         job.state = "running"
         self._notify(job)
@@ -302,9 +316,11 @@ class JobManager:
                 source_name=job.filename,
             )
         except ConvertCancelled:
-            self._finish(job, "cancelled", "the job was cancelled")
+            self._finish_cancelled(job)
         except (MediaRejected, EngineError, ValueError) as error:
-            self._finish(job, "failed", self._public(job, str(error)))
+            # a job whose face was deleted while it started fails for that reason
+            withdrawn = job.withdrawn or isinstance(error, SourceWithdrawn)
+            self._finish(job, "failed", _WITHDRAWN if withdrawn else self._public(job, str(error)))
         except Exception as error:
             logger.exception("job %s failed", job.id)
             message = f"conversion failed: {type(error).__name__}: {error}"
@@ -335,6 +351,12 @@ class JobManager:
         """`message` with the server's file paths replaced by the uploaded file's name."""
         message = message.replace(str(job.input_path), job.filename)
         return message.replace(str(job.output_path), "result.mp4").replace(str(job.folder), "")
+
+    def _finish_cancelled(self, job: Job) -> None:
+        if job.withdrawn:
+            self._finish(job, "failed", _WITHDRAWN)
+        else:
+            self._finish(job, "cancelled", "the job was cancelled")
 
     def _finish(self, job: Job, state: JobState, error: str | None) -> None:
         job.input_path.unlink(missing_ok=True)
@@ -383,6 +405,12 @@ class JobManager:
                 and folder.stat().st_mtime < cutoff
             ):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+_WITHDRAWN = (
+    "the source face was deleted (its uploader withdrew consent), so the conversion "
+    "stopped and nothing was kept"
+)
 
 
 def _lower_priority() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.effects.base import EffectResources
+from stream.audit import AuditLog
 from stream.metrics import Metrics
 from stream.models import SharedModels
 from stream.settings import Settings
@@ -40,6 +42,27 @@ class Services:
     def effect_resources(self) -> EffectResources:
         """Resources an effect is built with: weights folder, device, uploaded faces."""
         return effect_resources(self.settings, self.worker.device, self.faces)
+
+    @property
+    def audit(self) -> AuditLog:
+        return AuditLog.for_data_dir(self.settings.data_dir)
+
+    async def delete_face(self, face_id: str, client: str) -> bool:
+        """Delete an uploaded face and stop every use of it: its uploader withdraws
+        consent. Live sessions swapping it switch to `none`, queued and running jobs
+        using it fail; the audit log records it. False when there was no such face."""
+        if not await asyncio.to_thread(self.faces.remove, face_id):
+            return False
+        sessions = await self.sessions.withdraw_face(face_id)
+        jobs = self.jobs.withdraw_face(face_id)
+        self.audit.record(
+            "face.delete",
+            client=client,
+            face_id=face_id,
+            sessions_stopped=sessions,
+            jobs_stopped=jobs,
+        )
+        return True
 
 
 def effect_resources(

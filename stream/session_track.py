@@ -21,6 +21,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from engines.errors import SourceWithdrawn
 from stream.convert_frames import rgb_frame
 from stream.metrics import Metrics
 from stream.pipeline import EffectPipeline
@@ -180,6 +181,9 @@ class ProcessedVideoTrack(MediaStreamTrack):
             out = await self._worker.run_for(
                 self.pipeline, process_frame, self.pipeline, frame, time_s
             )
+        except SourceWithdrawn as error:
+            logger.info("%s; sending the frames unprocessed", error)  # deleted face: expected
+            out = frame
         except Exception:
             # A failing effect must not end the call: pass the frame through and count it.
             self._metrics.errors.labels(kind="pipeline").inc()

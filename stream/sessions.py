@@ -79,6 +79,7 @@ class Session:
         self.connect_deadline: asyncio.TimerHandle | None = None
         self.key_colour: Color | None = None  # a WHIP overlay's key background, kept across PATCH
         self.effect_lock = asyncio.Lock()  # effect changes one at a time, in order
+        self.control: RTCDataChannel | None = None  # the page's control channel, once open
 
     def subscribe(self) -> MediaStreamTrack:
         """A new consumer of the processed stream (newest frame only), e.g. a WHEP player."""
@@ -274,6 +275,7 @@ class SessionManager:
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == "control":
+                session.control = channel
                 channel.on(
                     "message",
                     lambda message: asyncio.ensure_future(
@@ -308,6 +310,35 @@ class SessionManager:
             reply.update(ok=False, detail=str(error))
         if channel.readyState == "open":
             channel.send(json.dumps(reply))
+
+    async def withdraw_face(self, face_id: str) -> int:
+        """Stop every live use of a deleted swap source (its uploader withdrew consent):
+        sessions whose effect uses `face_id` switch to `none` (a WHIP overlay keeps its
+        key background) and their page is told why. Returns how many were switched."""
+        using = [
+            session
+            for session in list(self._sessions.values())
+            if face_id in get_effect_spec(session.effect.name).face_ids(session.effect.params)
+        ]
+        for session in using:
+            try:
+                await self.update_effect(session.id, EffectChoice("none"))
+            except SessionNotFound:
+                continue
+            logger.info("session %s: its source face was deleted; swap stopped", session.id)
+            channel = session.control
+            if channel is not None and channel.readyState == "open":
+                channel.send(
+                    json.dumps(
+                        {
+                            "ok": True,
+                            "effect": "none",
+                            "withdrawn": face_id,
+                            "detail": "the source face was deleted, so the swap stopped",
+                        }
+                    )
+                )
+        return len(using)
 
     async def update_effect(self, session_id: str, choice: EffectChoice) -> Session:
         """Switch a live session's effect; its face tracks and key background are kept.
@@ -348,11 +379,7 @@ class SessionManager:
         if not (spec.changes_identity or session.audited):
             return
         session.audited = True
-        face_ids = [
-            str(value)
-            for key, value in session.effect.params.items()
-            if key in spec.params and spec.params[key].type == "face" and value
-        ]
+        face_ids = spec.face_ids(session.effect.params)
         self._audit.record(
             event,
             client=session.client,

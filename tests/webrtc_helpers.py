@@ -81,10 +81,17 @@ async def connect(
     source: MediaStreamTrack,
     effect: dict[str, object],
     headers: dict[str, str] | None = None,
+    control: list[str] | None = None,
 ) -> tuple[RTCPeerConnection, FrameCollector, str]:
-    """Offer `source` to POST /offer; returns the peer, the collector of processed frames, session id."""
+    """Offer `source` to POST /offer; returns the peer, the collector of processed frames, session id.
+
+    control: when given, the peer opens the `control` data channel (as the page does)
+    and every message the server sends on it is appended here."""
     pc = RTCPeerConnection()
     collector = FrameCollector()
+    if control is not None:
+        channel = pc.createDataChannel("control")
+        channel.on("message", control.append)
     pc.addTrack(source)
     pc.on("track", collector.attach)
     await pc.setLocalDescription(await pc.createOffer())

@@ -217,6 +217,13 @@ function resetReadouts() {
 function onControlMessage(event) {
   const message = JSON.parse(event.data);
   if ("pong" in message) { $("rtt").textContent = Math.round(performance.now() - message.pong); return; }
+  if (message.withdrawn) {  // the face was deleted (consent withdrawn): the server stopped the swap
+    state.applied = { name: message.effect, params: {} };
+    fx.forgetFace();
+    showApplied();
+    showError(`No effect now: ${message.detail}. Upload a face photo again to swap.`);
+    return;
+  }
   const choice = state.pending.get(message.id);
   state.pending.delete(message.id);
   const newest = message.id === state.seq;

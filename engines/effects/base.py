@@ -205,6 +205,15 @@ class EffectSpec:
             values[key] = self.params[key].coerce(key, value)
         return values
 
+    def face_ids(self, params: Mapping[str, Any]) -> list[str]:
+        """The uploaded faces (face_ids) `params` give this effect's face parameters, in
+        the order the parameters are declared."""
+        return [
+            str(params[name])
+            for name, param in self.params.items()
+            if param.type == "face" and params.get(name)
+        ]
+
     def describe(self, resources: EffectResources) -> dict[str, Any]:
         reason = self.unavailable_reason(resources)
         return {

@@ -15,7 +15,7 @@ with no visible seam; the target's own mouth opening (teeth, tongue) stays.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
-from engines.errors import EngineError, InvalidParams, ModelLoadError
+from engines.errors import EngineError, InvalidParams, ModelLoadError, SourceWithdrawn
 from engines.face_geometry import (
     INNER_LIPS,
     JAW,
@@ -81,14 +81,26 @@ class FaceSwap(Effect):
 
     name = "swap"
 
-    def __init__(self, source: SourceFace, shading: float = 1.0, identity: float = 1.0) -> None:
+    def __init__(
+        self,
+        source: SourceFace,
+        shading: float = 1.0,
+        identity: float = 1.0,
+        still_allowed: Callable[[], bool] | None = None,
+    ) -> None:
+        """still_allowed: whether the source may still be used (False once its upload is
+        deleted); asked every frame."""
         self.source = source
         self.shading = shading
         self.identity = identity
+        self._still_allowed = still_allowed
+        self._withdrawn = False
         self._colour: dict[int, _ColourState] = {}
         self._frame = 0
 
     def apply(self, frame: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        if self._withdrawn or (self._still_allowed is not None and not self._still_allowed()):
+            return self._withdraw(frame)
         self._frame += 1
         for face in faces:
             if face.landmarks68 is not None:
@@ -97,6 +109,14 @@ class FaceSwap(Effect):
         for track_id in stale:
             del self._colour[track_id]
         return frame
+
+    def _withdraw(self, frame: np.ndarray) -> np.ndarray:
+        """The source was deleted: say so once (a conversion stops there), then leave
+        every frame as it is."""
+        if self._withdrawn:
+            return frame
+        self._withdrawn = True
+        raise SourceWithdrawn("the source face was deleted (consent withdrawn); the swap stopped")
 
     def _swap_one(self, frame: np.ndarray, landmarks: np.ndarray, track_id: int) -> None:
         scale = face_scale(landmarks)
@@ -200,7 +220,13 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
         raise
     except ValueError as error:
         raise InvalidParams(f"the source face {face_id!r} cannot be used: {error}") from error
-    return FaceSwap(source, shading=float(params["shading"]), identity=float(params["identity"]))
+    faces = resources.source_faces
+    return FaceSwap(
+        source,
+        shading=float(params["shading"]),
+        identity=float(params["identity"]),
+        still_allowed=lambda: face_id in faces,
+    )
 
 
 def _unavailable(_resources: EffectResources) -> str | None:

@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Form, HTTPException, Response, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile
 
 from engines.errors import NoFaceFound
 from engines.types import Face
-from stream.deps import ServicesDep
+from stream.deps import ServicesDep, client_of
 from stream.face_store import ConsentRequired
 from stream.security.uploads import check_upload
 from stream.services import Services
@@ -85,6 +85,7 @@ def _consented(value: str | None) -> bool:
 @router.post("/faces")
 async def upload_face(
     services: ServicesDep,
+    request: Request,
     file: UploadFile,
     consent: Annotated[str | None, Form()] = None,
 ) -> dict[str, str]:
@@ -95,6 +96,7 @@ async def upload_face(
         )
     image = await read_image(file, services.settings.max_image_bytes, "file")
     face_id = await services.worker.run(_store_face, services, image)
+    services.audit.record("face.upload", client=client_of(request), face_id=face_id, consent=True)
     return {"face_id": face_id}
 
 
@@ -104,9 +106,9 @@ def _store_face(services: Services, image: np.ndarray) -> str:
 
 
 @router.delete("/faces/{face_id}", status_code=204)
-async def delete_face(face_id: str, services: ServicesDep) -> Response:
-    removed = await asyncio.to_thread(services.faces.remove, face_id)
-    if not removed:
+async def delete_face(face_id: str, services: ServicesDep, request: Request) -> Response:
+    """Delete the face and stop every session and job using it (consent withdrawn)."""
+    if not await services.delete_face(face_id, client_of(request)):
         raise HTTPException(404, detail=f"no stored face {face_id!r}")
     return Response(status_code=204)
 

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from engines.effects.base import EffectSpec
 from engines.effects.registry import get_effect_spec
-from stream.deps import ServicesDep
+from stream.deps import ServicesDep, client_of
 from stream.jobs import JobFailed, JobManager, JobNotFinished, JobNotFound, JobQueueFull
 from stream.media_probe import MediaRejected, probe
 from stream.security.uploads import SNIFF_BYTES, check_signature
@@ -136,7 +136,7 @@ async def _accept(
             upload.filename,
             choice.name,
             dict(choice.params),
-            request.client.host if request.client else "unknown",
+            client_of(request),
         )
     except (MediaRejected, JobQueueFull) as error:
         raise _http_error(error) from None

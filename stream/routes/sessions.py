@@ -8,7 +8,7 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from stream.deps import ServicesDep
+from stream.deps import ServicesDep, client_of
 from stream.sdp_check import OFFER_ERRORS, check_offer_sdp
 from stream.sessions import EffectChoice, SessionNotFound
 
@@ -34,10 +34,6 @@ class AnswerBody(BaseModel):
 
 class PatchBody(BaseModel):
     effect: EffectBody
-
-
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 @router.post("/offer")

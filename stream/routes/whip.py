@@ -37,7 +37,7 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 
 from engines.effects.base import Color
-from stream.deps import ServicesDep
+from stream.deps import ServicesDep, client_of
 from stream.keying import parse_key_colour
 from stream.live import DEFAULT_STREAM, LiveRegistry, PlayerLimitReached, PlayerNotFound
 from stream.sdp_check import check_offer_sdp
@@ -136,7 +136,7 @@ async def whip_publish(request: Request, services: ServicesDep, live: LiveDep) -
     if len(stream) > 64 or not stream.replace("-", "").replace("_", "").isalnum():
         raise HTTPException(422, detail="stream must be 1-64 letters, digits, - or _")
     key = _key_colour(request.query_params.get("background"))
-    client = request.client.host if request.client else "unknown"
+    client = client_of(request)
     choice = effect_from_query(request)
     try:
         session, answer = await services.sessions.create(
