@@ -7,9 +7,10 @@ inherited by the decoder/encoder threads it starts), so on a shared CPU the live
 sessions get the cores first and a conversion soaks up what is left.
 
 Files: settings.data_dir/jobs/<job_id>/ holds the upload while the job waits and runs,
-and the result afterwards; a finished job's folder is removed `retention_s` after it
-finished. Job state lives in memory: a restarted server forgets its jobs and removes
-their leftover folders once they are older than the retention time.
+and the result and the job's record afterwards; a finished job's folder is removed
+`retention_s` after it finished. A restarted server takes back the finished jobs it
+finds recorded (stream.job_types); jobs cut off by the stop are recorded as failed,
+saying so. Folders without a record are removed once older than the retention time.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from engines.effects.base import EffectResources
 from engines.effects.registry import get_effect_spec
@@ -34,89 +34,25 @@ from stream.audit import AuditLog
 from stream.convert import ConvertCancelled, ConvertProgress, EncodeOptions, convert_file
 from stream.face_process import FaceProcess
 from stream.face_process import wanted as face_process_wanted
+from stream.job_types import (
+    TERMINAL,
+    Job,
+    JobFailed,
+    JobNotFinished,
+    JobNotFound,
+    JobQueueFull,
+    JobState,
+    read_record,
+    write_record,
+)
 from stream.media_probe import MediaRejected, probe
 from stream.models import SharedModels
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 _NOTIFY_EVERY_S = 0.25
 _JOB_NICE = 10
-
-
-class JobNotFound(LookupError):
-    """No job has this id (never existed, or removed after its retention time)."""
-
-
-class JobQueueFull(RuntimeError):
-    """As many jobs wait as the queue holds; try again when one has finished."""
-
-
-class JobNotFinished(RuntimeError):
-    """The job's result is asked for before the job is done."""
-
-
-class JobFailed(RuntimeError):
-    """The job's result is asked for, but the job failed or was cancelled: there is none."""
-
-
-@dataclass
-class Job:
-    """One conversion: its files, its state and its progress (mutated by the manager only)."""
-
-    id: str
-    folder: Path
-    input_path: Path
-    filename: str
-    effect: str
-    params: dict[str, Any]
-    state: JobState = "queued"
-    frames_done: int = 0
-    frames_total: int = 0
-    fps: float = 0.0
-    eta_s: float | None = None
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    withdrawn: bool = False  # cancelled because its source face was deleted
-    version: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def bump(self) -> None:
-        """Wake every listener (event loop only): set the current event, start a new one."""
-        self.version += 1
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    @property
-    def output_path(self) -> Path:
-        return self.folder / "result.mp4"
-
-    @property
-    def download_name(self) -> str:
-        return f"{Path(self.filename).stem or 'video'}-{self.effect}.mp4"
-
-    def describe(self) -> dict[str, Any]:
-        """The GET /jobs/{id} body (also each server-sent event)."""
-        fraction = self.frames_done / self.frames_total if self.frames_total else 0.0
-        if self.state == "done":
-            fraction = 1.0
-        return {
-            "job_id": self.id,
-            "state": self.state,
-            "effect": {"name": self.effect, "params": self.params},
-            "filename": self.filename,
-            "progress": round(min(fraction, 1.0), 4),
-            "frames_done": self.frames_done,
-            "frames_total": self.frames_total,
-            "fps": round(self.fps, 2),
-            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
-            "error": self.error,
-            "result": f"/jobs/{self.id}/result" if self.state == "done" else None,
-        }
 
 
 class JobManager:
@@ -149,16 +85,21 @@ class JobManager:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
-        """Create the jobs folder, remove stale leftovers and start the retention sweeper."""
+        """Create the jobs folder, take back the finished jobs of an earlier run (within
+        their retention time), remove stale leftovers and start the retention sweeper."""
         self._loop = asyncio.get_running_loop()
         self.root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._reload_finished)
         await asyncio.to_thread(self._remove_stale_folders)
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:
-        """Cancel waiting and running jobs and stop the runner thread."""
+        """Cancel waiting and running jobs (each is recorded as failed, saying why, for
+        after a restart) and stop the runner thread."""
+        self._stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         for job in self._jobs.values():
@@ -197,10 +138,13 @@ class JobManager:
         effect: str,
         params: Mapping[str, Any],
         client: str = "unknown",
+        frames_total: int = 0,
     ) -> Job:
-        """Queue a job whose upload is already at `input_path` (inside `folder`)."""
+        """Queue a job whose upload is already at `input_path` (inside `folder`);
+        frames_total: the upload's frame count as probed (an estimate), 0 if unknown."""
         self.check_capacity()
         job = Job(job_id, folder, input_path, filename, effect, dict(params))
+        job.frames_total = max(frames_total, 0)
         face_ids = get_effect_spec(effect).face_ids(job.params)
         self._audit.record(
             "job.start",
@@ -355,14 +299,21 @@ class JobManager:
     def _finish_cancelled(self, job: Job) -> None:
         if job.withdrawn:
             self._finish(job, "failed", _WITHDRAWN)
+        elif self._stopping and job.id in self._jobs:
+            self._finish(job, "failed", _STOPPED)
         else:
             self._finish(job, "cancelled", "the job was cancelled")
 
     def _finish(self, job: Job, state: JobState, error: str | None) -> None:
         job.input_path.unlink(missing_ok=True)
         job.state, job.error, job.finished = state, error, time.time()
+        job.eta_s = None
+        if state != "done":
+            job.fps = 0.0
         if job.cancel.is_set() and job.id not in self._jobs:
             shutil.rmtree(job.folder, ignore_errors=True)
+        else:
+            write_record(job)
         logger.info("job %s %s%s", job.id, state, f": {error}" if error else "")
         try:
             self._audit.record("job.end", effect=job.effect, job_id=job.id, state=state)
@@ -396,6 +347,24 @@ class JobManager:
             logger.info("job %s expired and removed", job.id)
         return [job.id for job in expired]
 
+    def _reload_finished(self) -> None:
+        """Finished jobs of an earlier run whose folder and record are still there and
+        whose retention time has not passed: they answer GET again (a done one with its
+        result). Runs before any job is submitted."""
+        now = time.time()
+        for folder in sorted(self.root.iterdir()):
+            job = read_record(folder)
+            if job is None or job.finished is None:
+                continue  # not a finished job's folder: the age rule below removes it
+            if now - job.finished >= self.retention_s:
+                shutil.rmtree(folder, ignore_errors=True)  # expired while the server was down
+                continue
+            if job.state == "done" and not job.output_path.is_file():
+                continue
+            self._jobs[job.id] = job
+        if self._jobs:
+            logger.info("%d finished jobs of the last run are kept", len(self._jobs))
+
     def _remove_stale_folders(self) -> None:
         cutoff = time.time() - self.retention_s
         for folder in self.root.iterdir():
@@ -405,6 +374,12 @@ class JobManager:
                 and folder.stat().st_mtime < cutoff
             ):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+_STOPPED = (
+    "the server stopped before this conversion finished, so nothing was kept: upload the "
+    "video again"
+)
 
 
 _WITHDRAWN = (

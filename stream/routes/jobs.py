@@ -128,7 +128,7 @@ async def _accept(
     if reason is not None:
         raise HTTPException(422, detail=f"effect {choice.name!r} is not available here: {reason}")
     try:
-        await asyncio.to_thread(probe, upload.path, None, upload.filename)
+        info = await asyncio.to_thread(probe, upload.path, None, upload.filename)
         job = jobs.submit(
             job_id,
             folder,
@@ -137,6 +137,7 @@ async def _accept(
             choice.name,
             dict(choice.params),
             client_of(request),
+            frames_total=info.frames,
         )
     except (MediaRejected, JobQueueFull) as error:
         raise _http_error(error) from None
