@@ -163,6 +163,29 @@ def test_swap_waits_for_a_face_keeps_it_and_reverts_when_refused(
     page.click("#stop")
 
 
+def test_deleting_the_face_mid_swap_stops_it_and_says_why(
+    open_page: PageFactory, server: RunningServer
+) -> None:
+    """The uploader withdraws consent (DELETE /faces/{id}) while the page swaps: the
+    server switches the session to none and the page shows that, says why, forgets the
+    face, and the video goes on."""
+    page = open_page("?effect=swap")
+    session_id = start_stream(page)
+    upload_face(page)
+    face_id = wait_for_effect(server, session_id, "swap")["params"]["source_face"]
+    httpx.delete(f"{server.url}/faces/{face_id}", timeout=10).raise_for_status()
+    assert session_effect(server, session_id)["name"] == "none"
+    page.wait_for_function("document.getElementById('effect').value === 'none'", timeout=10_000)
+    error = page.locator("#error").inner_text()
+    assert "source face was deleted" in error and "Upload a face photo again" in error
+    assert page.locator("#face-status").inner_text() != "face ready"
+    played = page.evaluate("document.getElementById('remote').currentTime")
+    page.wait_for_function(
+        f"document.getElementById('remote').currentTime > {played} + 0.5", timeout=30_000
+    )
+    page.click("#stop")
+
+
 PARAM_CHANGES = [
     # effect, parameter, new value, the effect visited in between
     ("sketch", "blur", 20.0, "cartoon"),
