@@ -12,9 +12,12 @@ Usage in a route:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 Category = Literal["image", "video"]
+# What a file is, as far as its first bytes tell.
+FileNature = Literal["image", "video", "audio", "document", "unknown"]
 
 SNIFF_BYTES = 64
 
@@ -36,7 +39,9 @@ _VIDEO_TYPES = {
     "application/mp4",
 }
 # ISO base media brands that are still images, not video.
-_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_IMAGE_BRANDS = _HEIF_BRANDS | _AVIF_BRANDS
 _QUICKTIME_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
 
 
@@ -74,22 +79,106 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _describe(head: bytes) -> str:
-    """A short human description of what an unaccepted file looks like."""
-    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
-    if text.startswith(b"#EXTM3U"):
-        return "an HLS playlist (.m3u8) that points at other files"
-    if text[:5].lower() in (b"<?xml", b"<html", b"<!doc", b"<svg "):
-        return "an XML/HTML document"
-    if head[:4] == b"GIF8":
-        return "a GIF image"
-    if head[:4] == b"%PDF":
-        return "a PDF document"
-    if head[:2] == b"PK":
-        return "a ZIP archive"
+# An MPEG-TS packet (M2TS: after a 4-byte time code) starting the PAT or the SDT.
+_TS_STARTS = (b"G@\x00", b"G@\x11")
+
+
+def _text(head: bytes) -> bytes:
+    """`head` without a UTF-8 byte order mark and leading white space."""
+    return head.lstrip(b"\xef\xbb\xbf").lstrip()
+
+
+# Formats facestream does not take, by their first bytes: (test, description, what it is).
+# "What it is" decides the advice: an image or a video in another format is to be
+# converted; anything else is the wrong file.
+_FOREIGN_FORMATS: tuple[tuple[Callable[[bytes], bool], str, FileNature], ...] = (
+    (lambda h: h[:4] == b"GIF8", "a GIF image", "image"),
+    (lambda h: h[:2] == b"BM" and h[6:10] == bytes(4), "a BMP image", "image"),
+    (lambda h: h[:4] in (b"II*\x00", b"MM\x00*"), "a TIFF image", "image"),
+    (lambda h: h[4:8] == b"ftyp" and h[8:12] in _HEIF_BRANDS, "a HEIC/HEIF image", "image"),
+    (lambda h: h[4:8] == b"ftyp" and h[8:12] in _AVIF_BRANDS, "an AVIF image", "image"),
+    (lambda h: h[:2] == b"\xff\x0a" or h[4:12] == b"JXL \r\n\x87\n", "a JPEG XL image", "image"),
+    (lambda h: h[4:12] == b"jP  \r\n\x87\n", "a JPEG 2000 image", "image"),
+    (lambda h: h[:4] == b"8BPS", "a Photoshop (PSD) image", "image"),
+    (lambda h: b"<svg" in h[:SNIFF_BYTES].lower(), "an SVG drawing", "image"),
+    (lambda h: h[:4] == b"FLV\x01", "an FLV video", "video"),
+    (lambda h: h[:3] in _TS_STARTS or h[4:7] in _TS_STARTS, "an MPEG-TS video", "video"),
+    (lambda h: h[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"), "an MPEG video", "video"),
+    (lambda h: h[:8] == b"0&\xb2u\x8ef\xcf\x11", "a WMV/ASF video", "video"),
+    (lambda h: h[:4] == b"OggS", "an Ogg media file", "video"),
+    (lambda h: h[:4] == b".RMF", "a RealMedia video", "video"),
+    (lambda h: h[:4] == b"RIFF" and h[8:12] == b"WAVE", "a WAV audio file", "audio"),
+    (lambda h: h[:4] == b"fLaC", "a FLAC audio file", "audio"),
+    (
+        lambda h: h[:3] == b"ID3" or h[:2] in (b"\xff\xfb", b"\xff\xf3"),
+        "an MP3 audio file",
+        "audio",
+    ),
+    (
+        lambda h: _text(h).startswith(b"#EXTM3U"),
+        "an HLS playlist (.m3u8) that points at other files",
+        "document",
+    ),
+    (
+        lambda h: _text(h)[:5].lower() in (b"<?xml", b"<html", b"<!doc"),
+        "an XML/HTML document",
+        "document",
+    ),
+    (lambda h: h[:4] == b"%PDF", "a PDF document", "document"),
+    (lambda h: h[:2] == b"PK", "a ZIP archive", "document"),
+)
+
+# What each category takes, as the advice names it: (formats, the things themselves).
+_TAKES = {
+    "image": ("JPEG, PNG or WebP", "photos"),
+    "video": ("MP4, MOV, WebM, MKV or AVI", "videos"),
+}
+_KIND_NAMES = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WebP",
+    "mp4": "MP4",
+    "mov": "MOV",
+    "webm": "WebM",
+    "mkv": "MKV",
+    "avi": "AVI",
+}
+
+
+def identify(head: bytes) -> tuple[str, FileNature]:
+    """What a file looks like from its first bytes: (description with its article, what
+    it is: "image", "video", "audio", "document" or "unknown").
+
+    E.g. ("a PNG file", "image"), ("a GIF image", "image"), ("a text file", "document").
+    """
+    kind = sniff(head)
+    if kind is not None:
+        return (
+            f"{_with_article(_KIND_NAMES[kind])} file",
+            "image" if kind in IMAGE_KINDS else "video",
+        )
+    for test, description, what in _FOREIGN_FORMATS:
+        if test(head):
+            return description, what
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        return "a text file"
-    return "an unrecognised format"
+        return "a text file", "document"
+    return "a file of an unrecognised format", "unknown"
+
+
+def _refusal(head: bytes, category: Category) -> str:
+    """What an unaccepted upload of `category` is and what to do, after "the uploaded file"."""
+    found, nature = identify(head)
+    formats, things = _TAKES[category]
+    if nature == category:  # an image (a video) in another format: convert it
+        return (
+            f"is {found}; this server takes {formats} {things}: convert it to one of these "
+            "and upload it again"
+        )
+    if nature == "unknown":
+        return f"is in a format this server does not recognise; it takes {formats} {things}"
+    return (
+        f"is {found}, not {_with_article(category)} file; upload the {category} itself ({formats})"
+    )
 
 
 def _with_article(word: str) -> str:
@@ -107,7 +196,9 @@ def check_signature(
     head: the first bytes of the upload (at least SNIFF_BYTES when available).
     content_type: the declared Content-Type of the part (parameters ignored).
     Raises EmptyUpload for zero bytes, UnsupportedMediaType when the signature is
-    not an accepted format of `category` or the declared type contradicts it.
+    not an accepted format of `category` or the declared type contradicts it. The
+    message says what the file is and what to do: convert an image (or video) of
+    another format, upload the right file otherwise.
     """
     name = f" {filename!r}" if filename else ""
     if not head:
@@ -115,11 +206,7 @@ def check_signature(
     accepted = IMAGE_KINDS if category == "image" else VIDEO_KINDS
     kind = sniff(head)
     if kind is None or kind not in accepted:
-        found = f"{_with_article(kind.upper())} file" if kind else _describe(head)
-        raise UnsupportedMediaType(
-            f"the uploaded file{name} is {found}, not {_with_article(category)} file; upload the "
-            f"{category} itself ({', '.join(accepted)})"
-        )
+        raise UnsupportedMediaType(f"the uploaded file{name} {_refusal(head, category)}")
     declared = (content_type or "").split(";")[0].strip().lower()
     allowed = _IMAGE_TYPES if category == "image" else _VIDEO_TYPES
     if declared not in _NEUTRAL_TYPES and declared not in allowed:
