@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from stream.app import create_app
+from stream.security.image_size import pixel_size
 from stream.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
@@ -110,3 +111,72 @@ def test_upload_of_another_format_says_what_it_is_and_what_to_do(
     detail = response.json()["detail"]
     assert phrase in detail, detail
     assert "unrecognised" not in detail
+
+
+# --- photos over the pixel limit -------------------------------------------------------------
+
+
+def _png_of(width: int, height: int) -> bytes:
+    data = io.BytesIO()
+    Image.new("1", (width, height)).save(data, format="PNG")  # one colour: a small file
+    return data.getvalue()
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real JPEG whose frame header says width x height (a decompression bomb's header)."""
+    data = bytearray(_portrait("JPEG", quality=80))
+    frame = data.index(b"\xff\xc0\x00\x11")  # baseline SOF0, three components
+    data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _webp_claiming(width: int, height: int) -> bytes:
+    """A real lossless WebP whose VP8L header says width x height."""
+    data = bytearray(_portrait("WEBP", lossless=True))
+    assert data[12:16] == b"VP8L" and data[20] == 0x2F
+    flags = int.from_bytes(data[21:25], "little") & ~((1 << 28) - 1)
+    data[21:25] = (flags | (width - 1) | (height - 1) << 14).to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "options"),
+    [
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True}),
+        ("JPEG", {"exif": Image.Exif()}),
+        ("PNG", {}),
+        ("WEBP", {}),
+        ("WEBP", {"lossless": True}),
+        ("WEBP", {"exif": Image.Exif()}),  # extended (VP8X) header
+    ],
+)
+def test_header_size_is_the_size_pillow_decodes(image_format: str, options: dict[str, Any]) -> None:
+    data = _portrait(image_format, **options)
+    with Image.open(io.BytesIO(data)) as image:
+        assert pixel_size(data) == image.size
+    assert pixel_size(data[:20]) is None and pixel_size(b"GIF89a" + bytes(64)) is None
+
+
+BOMBS = [
+    ("/faces", "file", "big.png", lambda: _png_of(20000, 20000), "20000x20000"),
+    ("/faces", "file", "big.jpg", lambda: _jpeg_claiming(20000, 20000), "20000x20000"),
+    ("/faces", "file", "big.webp", lambda: _webp_claiming(16383, 16383), "16383x16383"),
+    ("/similarity", "image_a", "big.png", lambda: _png_of(20000, 20000), "20000x20000"),
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "name", "make", "size"), BOMBS, ids=[b[0] + "-" + b[2] for b in BOMBS]
+)
+def test_photo_over_the_pixel_limit_is_refused_with_its_size(
+    client: TestClient, route: str, field: str, name: str, make: Callable[[], bytes], size: str
+) -> None:
+    files = {field: (name, make(), "application/octet-stream")}
+    if route == "/similarity":
+        files["image_b"] = ("b.jpg", _portrait("JPEG"), "image/jpeg")
+    response = client.post(route, files=files, data={"consent": "true"})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert f"{field}: the photo is {size} pixels, more than the limit of 40 megapixels" in detail
+    assert "make it smaller" in detail and "bomb" not in detail

@@ -24,6 +24,7 @@ from engines.errors import NoFaceFound
 from engines.types import Face
 from stream.deps import ServicesDep, client_of
 from stream.face_store import ConsentRequired
+from stream.security.image_size import pixel_size
 from stream.security.uploads import check_upload
 from stream.services import Services
 
@@ -58,24 +59,40 @@ def _megabytes(size: int) -> str:
 
 
 def _decode(data: bytes, field: str) -> np.ndarray:
+    """JPEG/PNG/WebP bytes as HxWx3 uint8 RGB; 422 over MAX_IMAGE_PIXELS (checked on the
+    header, before Pillow opens it) or when the image does not decode."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    size = pixel_size(data)
+    if size is not None:
+        _check_pixels(*size, field=field)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise HTTPException(
-                    422,
-                    detail=f"{field}: the photo is {width}x{height} pixels, more than the limit "
-                    f"of {MAX_IMAGE_PIXELS / 1e6:g} megapixels: make it smaller (for example "
-                    "2000 pixels on the longer side) and upload it again",
-                )
+            _check_pixels(*image.size, field=field)
             rgb = ImageOps.exif_transpose(image).convert("RGB")
             return np.array(rgb, dtype=np.uint8)  # a writable copy
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:  # a size the header check did not read
+        raise HTTPException(
+            422, detail=f"{field}: the photo has more pixels than {_PIXEL_LIMIT_ADVICE}"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise HTTPException(
             422, detail=f"{field}: the image could not be decoded ({error})"
         ) from None
+
+
+_PIXEL_LIMIT_ADVICE = (
+    f"the limit of {MAX_IMAGE_PIXELS / 1e6:g} megapixels: make it smaller "
+    "(for example 2000 pixels on the longer side) and upload it again"
+)
+
+
+def _check_pixels(width: int, height: int, field: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise HTTPException(
+            422,
+            detail=f"{field}: the photo is {width}x{height} pixels, more than {_PIXEL_LIMIT_ADVICE}",
+        )
 
 
 def _consented(value: str | None) -> bool:
