@@ -20,6 +20,7 @@ from conftest import load_rgb, portrait_path
 from convert_helpers import cut_clip
 from fastapi.testclient import TestClient
 from PIL import Image
+from security_helpers import real_offer_sdp
 
 from stream.app import create_app
 from stream.security.image_size import pixel_size
@@ -113,6 +114,63 @@ def test_upload_of_another_format_says_what_it_is_and_what_to_do(
     assert "unrecognised" not in detail
 
 
+# --- requests FastAPI cannot validate: 422 with a sentence -----------------------------------
+
+VALIDATION_CASES = [
+    # method, path, request options, phrases the detail must contain
+    (
+        "POST",
+        "/faces",
+        {"data": {"consent": "true"}},
+        ["the form field 'file' is missing: send the photo", "as multipart form field 'file'"],
+    ),
+    (
+        "POST",
+        "/faces",
+        {"data": {"consent": "true", "file": "face.jpg"}},
+        ["the form field 'file' must be a file, not text"],
+    ),
+    (
+        "POST",
+        "/similarity",
+        {"files": {"image_a": ("a.jpg", b"\xff\xd8\xff", "image/jpeg")}},
+        ["the form field 'image_b' is missing: send the second photo"],
+    ),
+    (
+        "POST",
+        "/offer",
+        {"json": {}},
+        ["the JSON field 'sdp' is missing: it holds the browser's SDP offer", "'type' is missing"],
+    ),
+    ("POST", "/offer", {"json": {"sdp": "v=0", "type": "answer"}}, ["'type' should be 'offer'"]),
+    ("POST", "/offer", {"content": b"{sdp: v=0", "headers": {"content-type": "application/json"}},
+     ["the body is not valid JSON"]),
+    ("POST", "/offer", {"content": b"v=0\r\n", "headers": {"content-type": "application/sdp"}},
+     ["the body is not a JSON object: send a JSON object with Content-Type: application/json"]),
+    ("POST", "/offer", {"json": {"sdp": "v=0", "type": "offer", "effect": 5}},
+     ["the JSON field 'effect' must be a JSON object"]),
+    ("POST", "/offer", {"json": {"sdp": "v=0", "type": "offer", "effect": {"params": {}}}},
+     ["the JSON field 'effect.name' is missing"]),
+    ("PATCH", "/sessions/0123", {"json": {}}, ["the JSON field 'effect' is missing: it holds"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "options", "phrases"),
+    VALIDATION_CASES,
+    ids=[f"{c[0]} {c[1]} {i}" for i, c in enumerate(VALIDATION_CASES)],
+)
+def test_invalid_request_gets_a_sentence_naming_the_field(
+    client: TestClient, method: str, path: str, options: dict[str, Any], phrases: list[str]
+) -> None:
+    response = client.request(method, path, **options)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert isinstance(body["detail"], str), body
+    assert all(phrase in body["detail"] for phrase in phrases), body["detail"]
+    assert body["errors"] and all({"loc", "msg", "type"} <= set(e) for e in body["errors"])
+
+
 # --- photos over the pixel limit -------------------------------------------------------------
 
 
@@ -180,3 +238,22 @@ def test_photo_over_the_pixel_limit_is_refused_with_its_size(
     detail = response.json()["detail"]
     assert f"{field}: the photo is {size} pixels, more than the limit of 40 megapixels" in detail
     assert "make it smaller" in detail and "bomb" not in detail
+
+
+# --- an effect given by its name alone -------------------------------------------------------
+
+
+def test_offer_and_patch_take_a_bare_effect_name(client: TestClient) -> None:
+    answer = client.post(
+        "/offer", json={"sdp": real_offer_sdp(), "type": "offer", "effect": "blur"}
+    )
+    assert answer.status_code == 200, answer.text
+    session_id = answer.json()["session_id"]
+    assert client.get(f"/sessions/{session_id}").json()["effect"] == {"name": "blur", "params": {}}
+
+    patched = client.patch(f"/sessions/{session_id}", json={"effect": "sketch"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["effect"]["name"] == "sketch"
+    unknown = client.patch(f"/sessions/{session_id}", json={"effect": "no-such"})
+    assert unknown.status_code == 422 and "no-such" in unknown.json()["detail"]
+    assert client.delete(f"/sessions/{session_id}").status_code == 204

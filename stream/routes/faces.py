@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 
 from engines.errors import NoFaceFound
 from engines.types import Face
@@ -103,8 +103,10 @@ def _consented(value: str | None) -> bool:
 async def upload_face(
     services: ServicesDep,
     request: Request,
-    file: UploadFile,
-    consent: Annotated[str | None, Form()] = None,
+    file: Annotated[UploadFile, File(description="the photo of one face (JPEG, PNG or WebP)")],
+    consent: Annotated[
+        str | None, Form(description="true: you have the right to use this person's face")
+    ] = None,
 ) -> dict[str, str]:
     if not _consented(consent):
         raise ConsentRequired(
@@ -132,7 +134,9 @@ async def delete_face(face_id: str, services: ServicesDep, request: Request) -> 
 
 @router.post("/similarity")
 async def similarity(
-    services: ServicesDep, image_a: UploadFile, image_b: UploadFile
+    services: ServicesDep,
+    image_a: Annotated[UploadFile, File(description="the first photo (JPEG, PNG or WebP)")],
+    image_b: Annotated[UploadFile, File(description="the second photo (JPEG, PNG or WebP)")],
 ) -> dict[str, Any]:
     limit = services.settings.max_image_bytes
     first = await read_image(image_a, limit, "image_a")

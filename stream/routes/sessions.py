@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from aiortc import RTCSessionDescription
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from stream.deps import ServicesDep, client_of
 from stream.sdp_check import OFFER_ERRORS, check_offer_sdp
@@ -15,15 +15,31 @@ from stream.sessions import EffectChoice, SessionNotFound
 router = APIRouter()
 
 
+_EFFECT = 'the effect, as {"name": "blur", "params": {...}} or just its name'
+
+
 class EffectBody(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    params: dict[str, Any] = Field(default_factory=dict)
+    """An effect choice: {"name": ..., "params": {...}}; a bare name stands for {"name": name}."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        description="the effect's name, one of those GET /effects lists",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the effect's parameters, as GET /effects lists them"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
 
 class OfferBody(BaseModel):
-    sdp: str = Field(min_length=1)
-    type: Literal["offer"]
-    effect: EffectBody = Field(default_factory=lambda: EffectBody(name="none"))
+    sdp: str = Field(min_length=1, description="the browser's SDP offer")
+    type: Literal["offer"] = Field(description='the word "offer"')
+    effect: EffectBody = Field(default_factory=lambda: EffectBody(name="none"), description=_EFFECT)
 
 
 class AnswerBody(BaseModel):
@@ -33,7 +49,7 @@ class AnswerBody(BaseModel):
 
 
 class PatchBody(BaseModel):
-    effect: EffectBody
+    effect: EffectBody = Field(description=_EFFECT)
 
 
 @router.post("/offer")

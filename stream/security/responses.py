@@ -10,12 +10,15 @@ non-finite numbers become strings, and validation errors never echo the input.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
 
 _MAX_ERRORS = 10
 _MAX_TEXT = 300
@@ -46,11 +49,21 @@ class SafeJSONResponse(JSONResponse):
         return text.encode("ascii")
 
 
-async def validation_error(_request: Request, error: Exception) -> SafeJSONResponse:
-    """422 for a body or parameter of the wrong shape: where and what, never the input itself."""
+async def validation_error(request: Request, error: Exception) -> SafeJSONResponse:
+    """422 for a body or parameter of the wrong shape: `detail` says where and what in
+    sentences (stream.request_errors), `errors` lists them for programs; never the input."""
+    from stream.request_errors import describe_validation_errors
+
     errors = error.errors() if isinstance(error, RequestValidationError) else []
-    detail = [
+    listed = [
         {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
         for item in errors[:_MAX_ERRORS]
     ]
-    return SafeJSONResponse({"detail": detail or "the request is not valid"}, status_code=422)
+    try:
+        detail = describe_validation_errors(errors, request.scope.get("endpoint"))
+    except Exception:  # a sentence that cannot be made must not turn this 422 into a 500
+        logger.exception("describing the validation errors of %s failed", request.url.path)
+        detail = "the request is not valid: " + "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in listed
+        )
+    return SafeJSONResponse({"detail": detail, "errors": listed}, status_code=422)
