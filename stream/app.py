@@ -39,7 +39,7 @@ def build_services(settings: Settings) -> Services:
     worker, models = serving_models(settings, device)
     metrics = Metrics()
     faces = FaceStore(settings.data_dir / "faces")
-    resources = effect_resources(settings, device, faces)
+    resources = effect_resources(settings, device, faces, remote_users=True)
     sessions = SessionManager(
         worker,
         models,

@@ -40,8 +40,9 @@ class Services:
     jobs: JobManager
 
     def effect_resources(self) -> EffectResources:
-        """Resources an effect is built with: weights folder, device, uploaded faces."""
-        return effect_resources(self.settings, self.worker.device, self.faces)
+        """Resources an effect is built with: weights folder, device, uploaded faces;
+        for the server's remote users (no server paths or command-line advice in reasons)."""
+        return effect_resources(self.settings, self.worker.device, self.faces, remote_users=True)
 
     @property
     def audit(self) -> AuditLog:
@@ -70,12 +71,17 @@ def effect_resources(
     device: str,
     faces: Mapping[str, np.ndarray],
     model_path: Path | None = None,
+    remote_users: bool = False,
 ) -> EffectResources:
-    """What effects are built with, from the settings: weights folder, backend, faces, model."""
+    """What effects are built with, from the settings: weights folder, backend, faces, model.
+
+    remote_users: for the HTTP server (EffectResources.remote_users); False on the command line.
+    """
     return EffectResources(
         weights_dir=settings.weights_dir,
         device=device,
         source_faces=faces,
         model_path=model_path,
         backend=settings.backend,
+        remote_users=remote_users,
     )

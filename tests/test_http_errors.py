@@ -22,8 +22,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from security_helpers import real_offer_sdp
 
+from engines.effects.registry import describe_effects
 from stream.app import create_app
 from stream.security.image_size import pixel_size
+from stream.services import effect_resources
 from stream.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
@@ -238,6 +240,66 @@ def test_photo_over_the_pixel_limit_is_refused_with_its_size(
     detail = response.json()["detail"]
     assert f"{field}: the photo is {size} pixels, more than the limit of 40 megapixels" in detail
     assert "make it smaller" in detail and "bomb" not in detail
+
+
+# --- effects whose model is not installed ----------------------------------------------------
+
+
+def _check_remote_advice(text: str, weights: Path) -> None:
+    assert "installed on this server" in text and "server's operator" in text, text
+    assert "--model" not in text and str(weights) not in text and "/" not in text, text
+
+
+def test_unavailable_effects_give_http_clients_advice_without_server_paths(
+    client: TestClient, weights: Path, clip: bytes
+) -> None:
+    listed = {e["name"]: e for e in client.get("/effects").json()}
+    for name in ("gan_swap", "neural_style"):
+        assert listed[name]["available"] is False
+        _check_remote_advice(listed[name]["reason"], weights)
+
+    job = client.post(
+        "/jobs", files={"file": ("clip.mp4", clip, "video/mp4")}, data={"effect": "gan_swap"}
+    )
+    assert job.status_code == 422, job.text
+    _check_remote_advice(job.json()["detail"], weights)
+
+    offer = {"sdp": real_offer_sdp(), "type": "offer", "effect": {"name": "neural_style"}}
+    refused = client.post("/offer", json=offer)
+    assert refused.status_code == 422, refused.text
+    _check_remote_advice(refused.json()["detail"], weights)
+
+    session = client.post("/offer", json={**offer, "effect": {"name": "none"}}).json()
+    patched = client.patch(f"/sessions/{session['session_id']}", json={"effect": "gan_swap"})
+    assert patched.status_code == 422, patched.text
+    _check_remote_advice(patched.json()["detail"], weights)
+    assert client.delete(f"/sessions/{session['session_id']}").status_code == 204
+
+
+def test_a_broken_installed_model_is_reported_without_its_path(tmp_path: Path) -> None:
+    broken = [tmp_path / "weights" / "faceswap" / "mine" / "model.pt"]
+    broken.append(tmp_path / "weights" / "style" / "mine.pth")
+    for path in broken:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\x00not a model" * 64)
+    settings = Settings(
+        data_dir=tmp_path / "data", weights_dir=tmp_path / "weights", device="cpu", warm_up=False
+    )
+    with TestClient(create_app(settings)) as client:
+        for name in ("gan_swap", "neural_style"):
+            offer = {"sdp": real_offer_sdp(), "type": "offer", "effect": name}
+            refused = client.post("/offer", json=offer)
+            assert refused.status_code == 422, refused.text
+            detail = refused.json()["detail"]
+            assert "cannot load the model installed on this server" in detail, detail
+            assert "server's operator" in detail and "/" not in detail, detail
+
+
+def test_the_command_line_keeps_its_own_advice(weights: Path) -> None:
+    resources = effect_resources(Settings(weights_dir=weights), "cpu", {})
+    reasons = {e["name"]: e["reason"] for e in describe_effects(resources)}
+    for name in ("gan_swap", "neural_style"):
+        assert "--model PATH" in reasons[name] and str(weights) in reasons[name]
 
 
 # --- an effect given by its name alone -------------------------------------------------------

@@ -9,6 +9,7 @@ cached loaders, never reloaded per instance.
 from __future__ import annotations
 
 import abc
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from engines.batching import SchedulerPool
-from engines.errors import InvalidParams
+from engines.errors import EffectUnavailable, InvalidParams, ModelLoadError
 from engines.types import Face
 
 ParamType = Literal["float", "int", "bool", "color", "choice", "face"]
 Color = tuple[int, int, int]
+
+logger = logging.getLogger(__name__)
 
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -138,6 +141,9 @@ class EffectResources:
         effects with their own networks compile them with it on a GPU.
     batching: the server's cross-session batch schedulers (live sessions, when batching is
         on); effects with their own networks send their model calls through them.
+    remote_users: the effect is chosen by users of the HTTP server, not on this machine's
+        command line: reasons and errors name no server paths and no command-line options,
+        and point to the server's operator (REMOTE_MODEL_ADVICE) instead.
     """
 
     weights_dir: Path = Path("weights")
@@ -146,6 +152,28 @@ class EffectResources:
     model_path: Path | None = None
     backend: str = "auto"
     batching: SchedulerPool | None = None
+    remote_users: bool = False
+
+
+# What a remote user can do about an effect whose model is not installed on the server.
+REMOTE_MODEL_ADVICE = (
+    "choose another effect, or ask the server's operator to install it "
+    "(`facestream effects` on the server says how)"
+)
+
+
+def model_load_failed(
+    effect: str, error: ModelLoadError, resources: EffectResources
+) -> EffectUnavailable:
+    """The error for an effect whose model file does not load: the loader's reason on the
+    command line; for remote users one without the server's paths (logged here instead)."""
+    if not resources.remote_users:
+        return EffectUnavailable(f"effect {effect!r} cannot load its model: {error}")
+    logger.warning("effect %r cannot load its model: %s", effect, error)
+    return EffectUnavailable(
+        f"effect {effect!r} cannot load the model installed on this server: ask the "
+        "server's operator to check it (the server's log says why)"
+    )
 
 
 class Effect(abc.ABC):

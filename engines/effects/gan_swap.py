@@ -40,7 +40,14 @@ from engines.alignment import (
     warp_to_crop,
 )
 from engines.batching import BatchScheduler
-from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
+from engines.effects.base import (
+    REMOTE_MODEL_ADVICE,
+    Effect,
+    EffectResources,
+    EffectSpec,
+    ParamSpec,
+    model_load_failed,
+)
 from engines.errors import EffectUnavailable, ModelLoadError
 from engines.faceswap_gan.batched import (
     BatchedSwapper,
@@ -77,11 +84,13 @@ def resolve_model_path(resources: EffectResources) -> Path | None:
 
 def _unavailable_reason(resources: EffectResources) -> str | None:
     path = resolve_model_path(resources)
+    if path is not None and path.is_file():
+        return None
+    if resources.remote_users:
+        return f"no faceswap model is installed on this server; {REMOTE_MODEL_ADVICE}"
     if path is None:
         return f"no faceswap model in {Path(resources.weights_dir) / 'faceswap'}; {_TRAIN_HINT}"
-    if not path.is_file():
-        return f"model file {path} does not exist; {_TRAIN_HINT}"
-    return None
+    return f"model file {path} does not exist; {_TRAIN_HINT}"
 
 
 def colour_match(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -274,12 +283,13 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
 
     path = resolve_model_path(resources)
     if path is None:
-        raise EffectUnavailable(f"effect 'gan_swap' has no model: {_TRAIN_HINT}")
+        hint = REMOTE_MODEL_ADVICE if resources.remote_users else _TRAIN_HINT
+        raise EffectUnavailable(f"effect 'gan_swap' has no model: {hint}")
     compile_fn = _compile_fn(path, resources, params["direction"])
     try:
         swapper = shared_swapper(path, resources.device, params["direction"], compile_fn)
     except ModelLoadError as error:
-        raise EffectUnavailable(f"effect 'gan_swap' cannot load its model: {error}") from error
+        raise model_load_failed("gan_swap", error, resources) from error
     logger.info(
         "gan_swap: %s, %s, size %d on %s", path, params["direction"], swapper.size, resources.device
     )

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
+from engines.effects.base import (
+    REMOTE_MODEL_ADVICE,
+    Effect,
+    EffectResources,
+    EffectSpec,
+    ParamSpec,
+    model_load_failed,
+)
 from engines.errors import EffectUnavailable, ModelLoadError
 from engines.types import Face
 
@@ -48,12 +55,14 @@ def resolve_model_path(resources: EffectResources) -> Path | None:
 
 def _unavailable_reason(resources: EffectResources) -> str | None:
     path = resolve_model_path(resources)
+    if path is not None and path.is_file():
+        return None
+    if resources.remote_users:
+        return f"no style model is installed on this server; {REMOTE_MODEL_ADVICE}"
     if path is None:
         folder = Path(resources.weights_dir) / "style"
         return f"no style model in {folder}/: {_TRAIN_HINT}"
-    if not path.is_file():
-        return f"style model {path} does not exist: {_TRAIN_HINT}"
-    return None
+    return f"style model {path} does not exist: {_TRAIN_HINT}"
 
 
 def processing_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -112,11 +121,12 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
 
     path = resolve_model_path(resources)
     if path is None:
-        raise EffectUnavailable(f"effect 'neural_style' has no model: {_TRAIN_HINT}")
+        hint = REMOTE_MODEL_ADVICE if resources.remote_users else _TRAIN_HINT
+        raise EffectUnavailable(f"effect 'neural_style' has no model: {hint}")
     try:
         model = shared_style_model(path, resources.device)
     except ModelLoadError as error:
-        raise EffectUnavailable(f"effect 'neural_style' cannot load its model: {error}") from error
+        raise model_load_failed("neural_style", error, resources) from error
     logger.info("neural_style: %s (%s) on %s", path, model.source, resources.device)
     return NeuralStyle(model, strength=params["strength"], scale=params["scale"])
 

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.effects.base import Effect, EffectResources, EffectSpec, ParamSpec
+from engines.effects.base import REMOTE_MODEL_ADVICE, Effect, EffectResources, EffectSpec, ParamSpec
 from engines.errors import EngineError, InvalidParams, ModelLoadError, SourceWithdrawn
 from engines.face_geometry import (
     INNER_LIPS,
@@ -229,12 +229,16 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
     )
 
 
-def _unavailable(_resources: EffectResources) -> str | None:
+def _unavailable(resources: EffectResources) -> str | None:
     from engines.landmarks import dlib_model_path
 
     try:
         dlib_model_path("landmarks68")
     except ModelLoadError as error:
+        if resources.remote_users:
+            return (
+                f"dlib's face landmark model is not installed on this server; {REMOTE_MODEL_ADVICE}"
+            )
         return str(error)
     return None
 
