@@ -52,7 +52,10 @@ class EffectChoice:
 
     @classmethod
     def parse(cls, body: Any) -> EffectChoice:
-        """From `{"name": ..., "params": {...}}`; raises ValueError with a reason."""
+        """From `{"name": ..., "params": {...}}` or a bare name; raises ValueError with a
+        reason."""
+        if isinstance(body, str):
+            return cls(name=body)
         if not isinstance(body, Mapping) or not isinstance(body.get("name"), str):
             raise ValueError('effect must be an object like {"name": "cartoon", "params": {}}')
         params = body.get("params") or {}

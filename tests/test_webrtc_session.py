@@ -100,3 +100,48 @@ async def test_offer_patch_delete_round_trip(tmp_path: Path) -> None:
 
 def _server_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("facestream")]
+
+
+async def test_the_control_channel_changes_the_effect(tmp_path: Path) -> None:
+    """The page's data channel: an effect object or a bare name is applied and answered
+    with the message's id; a bad one is refused in words; a ping is answered."""
+    import json
+
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from webrtc_helpers import FrameCollector
+
+    with running_server(Settings(data_dir=tmp_path, warm_up=False)) as server:
+        pc = RTCPeerConnection()
+        collector = FrameCollector()
+        replies: list[dict[str, object]] = []
+        channel = pc.createDataChannel("control")
+        channel.on("message", lambda message: replies.append(json.loads(message)))
+        pc.addTrack(ClipTrack(clip_frames(300), fps=30))
+        pc.on("track", collector.attach)
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            body = {"sdp": pc.localDescription.sdp, "type": "offer", "effect": "none"}
+            answer = (await client.post("/offer", json=body)).json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        try:
+            await collector.wait_for(5, timeout=60)
+            sent = [
+                {"id": 1, "effect": "sketch"},
+                {"id": "two", "effect": {"name": "blur", "params": {"strength": 0.8}}},
+                {"id": 3, "effect": {"name": "no-such"}},
+                {"ping": 12.5},
+            ]
+            for message in sent:
+                channel.send(json.dumps(message))
+            deadline = time.monotonic() + 30
+            while len(replies) < len(sent) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            by_id = {reply.get("id"): reply for reply in replies if "id" in reply}
+            assert by_id[1] == {"id": 1, "ok": True, "effect": "sketch"}
+            assert by_id["two"] == {"id": "two", "ok": True, "effect": "blur"}
+            assert by_id[3]["ok"] is False and "no-such" in str(by_id[3]["detail"])
+            assert {"pong": 12.5} in replies
+            session = server.app.state.services.sessions.get(answer["session_id"])
+            assert session.pipeline.spec.name == "blur"
+        finally:
+            await pc.close()
