@@ -4,12 +4,14 @@ Every file that facestream decodes for a user (CLI `convert`, HTTP jobs) is open
 through :func:`open_input`: only the `file` protocol, only a short list of plain
 container demuxers (no playlists, no concat lists, no image-sequence patterns, no
 SDP/RTP/device inputs that would make FFmpeg open other files or the network),
-bounded probing. :func:`probe` then checks resolution, frame rate, duration and
-frame count, and that the container's index fits inside the file (a truncated
-faststart MP4 still has its whole sample table; a Matroska Segment declares its
-size), before a single frame is decoded, and raises :class:`MediaRejected` with a
-one-line reason a user can act on. :func:`check_running` holds an input that did
-not declare its length to the same limits while it is decoded.
+bounded probing; an MP4 with its index at the end, cut short, is told by its box
+headers (stream.media_mp4). :func:`probe` then checks resolution, frame rate,
+duration and frame count, and that the container's index fits inside the file (a
+truncated faststart MP4 still has its whole sample table; a Matroska Segment
+declares its size), before a single frame is decoded, and raises
+:class:`MediaRejected` with a one-line reason a user can act on.
+:func:`check_running` holds an input that did not declare its length to the same
+limits while it is decoded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import av
 import av.container
 
 from stream.media_matroska import matroska_segment_end, tag_int, tag_seconds
+from stream.media_mp4 import truncation
 
 logger = logging.getLogger(__name__)
 
@@ -153,14 +156,31 @@ def open_input(
             "mpeg-ts/ps, flv, ogg, asf, ivf, raw h264/hevc, y4m)"
         ) from None
     except (av.error.FFmpegError, OSError) as error:
-        raise MediaRejected(f"input {name} is not a readable video: {_reason(error)}") from None
+        cut = _mp4_cut(path, name)  # an MP4 with its index at the end, cut short
+        raise cut or MediaRejected(
+            f"input {name} is not a readable video: {_reason(error)}"
+        ) from None
     name_parts = set(container.format.name.split(","))
     if not name_parts & set(ALLOWED_DEMUXERS):  # defence in depth; FFmpeg already refused others
         container.close()
         raise MediaRejected(
             f"input {name} has container format {container.format.name!r}, which is not allowed"
         )
+    if "mov" in name_parts and main_video(container) is None and (cut := _mp4_cut(path, name)):
+        container.close()  # cut inside its index: FFmpeg found no video in what is left
+        raise cut
     return container
+
+
+def _mp4_cut(path: Path, name: str | None, opened: bool = False) -> MediaRejected | None:
+    """'input NAME is truncated: ...' when `path` is an MP4/MOV file cut short
+    (stream.media_mp4.truncation; opened: FFmpeg opened it)."""
+    missing = truncation(path, opened)
+    if missing is None:
+        return None
+    return MediaRejected(
+        f"input {name or path} is truncated: {missing}; upload or copy the complete file"
+    )
 
 
 def _reason(error: Exception) -> str:
@@ -210,9 +230,10 @@ def check_complete(
     """Raise MediaRejected when the container's index points past the end of `path`.
 
     A faststart MP4 (index at the front) cut short still opens and announces every
-    sample; decoding it would silently stop where the data does. A Matroska file
-    keeps its index (cues) at the end, so a cut one is found by its Segment's
-    declared size instead.
+    sample; decoding it would silently stop where the data does. One with its index
+    at the end, cut inside it, opens with what is left of it: its top-level boxes
+    (stream.media_mp4) tell. A Matroska file keeps its index (cues) at the end, so a
+    cut one is found by its Segment's declared size instead.
     """
     size = path.stat().st_size
     end = indexed_end(container)
@@ -223,6 +244,8 @@ def check_complete(
             f"input {name or path} is truncated: its index needs {end} bytes but the file has "
             f"{size} ({end - size} missing); upload or copy the complete file"
         )
+    if "mov" in container.format.name.split(",") and (cut := _mp4_cut(path, name, opened=True)):
+        raise cut  # cut inside its index at the end: FFmpeg reads what is left of it
 
 
 def is_cover(stream: Any) -> bool:

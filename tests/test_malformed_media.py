@@ -3,9 +3,9 @@ bounded, and the server goes on converting good files.
 
 Hostile headers are made from real files by patching Matroska elements: a frame size
 of 8000x8000 or 60000x60000, an hour count in the thousands, a frame rate in the
-millions. Nothing here is decoded: the checks happen on the container header, and a
-faststart MP4 (index at the front) cut short is caught by comparing its index with
-the file size.
+millions. Nothing here is decoded: the checks happen on the container header, a faststart MP4
+(index at the front) cut short is caught by comparing its index with the file size,
+and one with its index at the end, which FFmpeg cannot open, by its box headers.
 """
 
 from __future__ import annotations
@@ -226,6 +226,53 @@ def test_cli_refuses_a_cut_faststart_mp4_with_one_line(
     assert not output.exists()
 
 
+@pytest.fixture(scope="module")
+def av_index_last(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 frames of video.mp4 at 160x90 with its AAC audio, index (moov) at the end, as
+    cameras and most muxers write it."""
+    clip = cut_clip(tmp_path_factory.mktemp("index-last") / "clip.mp4", frames=10, size=(160, 90))
+    data = clip.read_bytes()
+    assert data.index(b"mdat") < data.index(b"moov"), "the index should come last"
+    return clip
+
+
+def _moov_at(size: int, path: Path) -> int:
+    return path.read_bytes().index(b"moov") - 4  # the box starts with its 4-byte size
+
+
+# name -> (bytes of the index-last clip kept, what the message says is missing)
+INDEX_LAST_CUTS: dict[str, tuple[Callable[[int, Path], int], str]] = {
+    "half": (lambda size, _path: size // 2, r"its boxes need \d+ bytes but the file has \d+"),
+    "in-the-media-data": (lambda size, _path: 200, r"\(\d+ missing\) and its index"),
+    "in-the-index": (lambda size, _path: size - 100, r"\(100 missing\) and its index"),
+    "index-missing": (_moov_at, r"it has media data but no index \(moov box\)"),
+    "last-byte-missing": (lambda size, _path: size - 1, r"\(1 missing\)"),
+}
+
+
+@pytest.mark.parametrize(("keep", "missing"), INDEX_LAST_CUTS.values(), ids=INDEX_LAST_CUTS.keys())
+def test_probe_refuses_a_cut_mp4_with_its_index_at_the_end(
+    av_index_last: Path, tmp_path: Path, keep: Callable[[int, Path], int], missing: str
+) -> None:
+    """A half-copied camera file: FFmpeg cannot open it (no index), and the message says
+    it was cut short, as for a cut faststart file, not 'not a readable video'."""
+    cut = _cut(av_index_last, lambda size: keep(size, av_index_last), tmp_path / "cut.mp4")
+    pattern = rf"input cut.mp4 is truncated: .*{missing}.*; upload or copy the complete file$"
+    with pytest.raises(MediaRejected, match=pattern):
+        probe(cut, name="cut.mp4")
+
+
+def test_cli_refuses_a_cut_index_last_mp4_with_one_line(
+    av_index_last: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut = _cut(av_index_last, CUTS["half"], tmp_path / "cut.mp4")
+    output = tmp_path / "out.mp4"
+    assert cli_main(["convert", str(cut), str(output), "--effect", "sketch", "-q"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"facestream: input {cut} is truncated: ")
+    assert not output.exists()
+
+
 def _written(name: str, make: Callable[[Path], bytes]) -> Callable[[Path, Path], Path]:
     def write(folder: Path, _fast: Path) -> Path:
         path = folder / name
@@ -239,6 +286,7 @@ def _written(name: str, make: Callable[[Path], bytes]) -> Callable[[Path, Path],
 COMPLETE: dict[str, Callable[[Path, Path], Path]] = {
     "shared-video": lambda _folder, _fast: VIDEO,
     "faststart-with-audio": lambda _folder, fast: fast,
+    "index-last-with-audio": lambda _folder, _fast: cut_clip(_folder / "last.mp4", frames=4),
     "plain-mp4": _written("plain.mp4", _mp4),
     "ffv1-mkv": _written("a.mkv", _mkv),
 }
