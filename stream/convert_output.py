@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from stream.provenance import SIDECAR_SUFFIX, ProvenanceInfo, ProvenanceRecord, mark_file
@@ -29,16 +30,31 @@ def output_format(output: Path) -> str:
 
 def check_output(input: str | Path, output: str | Path) -> None:
     """ValueError, before any work, for an OUTPUT that cannot be written: an extension
-    facestream does not write, a missing folder, an existing folder, or INPUT itself
-    (also through a link). An existing file is overwritten, as cp and FFmpeg's -y do."""
+    facestream does not write, a missing folder, a folder new files cannot be made in
+    (permissions, a read-only or virtual file system), an existing folder, or INPUT
+    itself (also through a link). An existing file is overwritten, as cp and FFmpeg's
+    -y do."""
     output = Path(output)
     output_format(output)
     if output.is_dir():
         raise ValueError(f"output {output} is a folder: name a file, e.g. {output / 'out.mp4'}")
     if not output.parent.is_dir():
         raise ValueError(f"output folder {output.parent} does not exist")
+    check_writable(output.parent)
     if output.exists() and Path(input).exists() and os.path.samefile(input, output):
         raise ValueError(f"output {output} is the input file: write the result to another file")
+
+
+def check_writable(folder: Path) -> None:
+    """ValueError when no file can be made in `folder`, found by making one: an unnamed
+    temporary file where the file system has them, else a named one removed at once
+    (os.access would pass a read-only file system's folder, or any folder for root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = (error.strerror or type(error).__name__).lower()
+        raise ValueError(f"cannot write to {folder} ({reason})") from None
 
 
 def mark_output(output: Path, provenance: ProvenanceInfo, settings: Settings) -> ProvenanceRecord:

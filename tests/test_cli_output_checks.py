@@ -25,6 +25,7 @@ from stream.cli import main as cli_main
 pytestmark = pytest.mark.timeout(180)
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+NOT_ROOT = pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,15 @@ def _plain(folder: Path, clip: Path) -> tuple[Path, Path]:
     return clip, folder / "out.mp4"
 
 
+def _in_sysfs(folder: Path, clip: Path) -> tuple[Path, Path]:
+    return clip, Path("/sys/out.mp4")  # no file can be made there, not even by root
+
+
+def _read_only(folder: Path, clip: Path) -> tuple[Path, Path]:
+    (folder / "ro").mkdir(mode=0o555)
+    return clip, folder / "ro" / "out.mp4"
+
+
 Setup = Callable[[Path, Path], tuple[Path, Path]]
 
 REFUSALS: list[tuple[Setup, list[str], str, str | None]] = [
@@ -61,6 +71,15 @@ REFUSALS: list[tuple[Setup, list[str], str, str | None]] = [
     (_same, ["--effect", "sketch"], "is the input file", None),
     (_linked, ["--effect", "sketch"], "is the input file", None),
     (_into_folder, ["--effect", "sketch"], "is a folder", "Errno"),
+    # found before any model loads, named as the folder, not as the temporary file
+    (_in_sysfs, ["--effect", "blur"], "cannot write to /sys (permission denied)", ".part-"),
+    pytest.param(
+        _read_only,
+        ["--effect", "blur"],
+        "/ro (permission denied)",
+        ".part-",
+        marks=NOT_ROOT,
+    ),
     pytest.param(
         _plain,
         ["--effect", "sketch", "--device", "cuda"],
