@@ -33,6 +33,7 @@ from stream.convert_audio import AacEncoder, AudioRoute, plan_audio
 from stream.convert_frames import encodable_size, rgb_frame, upright_rgb
 from stream.convert_subtitles import SubtitleRoute, SubtitleTrack, plan_subtitles
 from stream.convert_tags import kept_tags
+from stream.media_damage import DamagedVideo
 from stream.media_probe import require_video
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def stamp_seconds(pts: int | None, time_base: Fraction | None) -> float | None:
 
 class FrameReader:
     """Decodes video[0] of an open input container (upright, see upright_rgb); passes
-    on the packets of every audio and subtitle stream.
+    on the packets of every audio and subtitle stream. A few frames lost to damaged
+    data are skipped with a warning, more end it with DamagedMedia (stream.media_damage).
 
     Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
     ("subtitle", packet, None), then ("end", None, None), or ("error", exception, None).
@@ -112,7 +114,8 @@ class FrameReader:
 
     def _read(self) -> None:
         streams = (self.video_stream, *self.audio_streams, *self.subtitle_streams)
-        for packet in self._container.demux(*streams):
+        video = DamagedVideo(self.video_stream, self._container.name)  # skips a few lost frames
+        for packet in video.packets(self._container.demux(*streams)):
             if self._stop.is_set():
                 raise _Stopped
             kind = packet.stream.type
@@ -120,9 +123,10 @@ class FrameReader:
                 if packet.dts is not None and packet.size > 0:
                     _put(self.items, (kind, packet, None), self._stop)
                 continue
-            for frame in packet.decode():
+            for frame in video.decode(packet):
                 rgb = upright_rgb(frame)
                 _put(self.items, ("video", rgb, (frame.pts, frame.time_base)), self._stop)
+        video.finish()
 
 
 @dataclass(frozen=True)
@@ -161,10 +165,11 @@ class FrameWriter:
 
     Items on `items`: ("video", rgb, (pts, time_base)), ("audio", packet, None),
     ("subtitle", packet, None), ("end", None, None). `error` holds what stopped it, if
-    anything. Construction decides each audio track's route (copy or AAC) and raises
-    AudioNotWritable at once for one that fits neither, and each subtitle track's
-    (copy, convert, or left out with a warning), and which attachments it keeps (the
-    others named in one warning); nothing has been decoded then.
+    anything; audio_packets: the audio packets written so far. Construction decides
+    each audio track's route (copy or AAC) and raises AudioNotWritable at once for one
+    that fits neither, and each subtitle track's (copy, convert, or left out with a
+    warning), and which attachments it keeps (the others named in one warning);
+    nothing has been decoded then.
     """
 
     def __init__(self, spec: OutputSpec, stop: threading.Event) -> None:
@@ -288,15 +293,21 @@ class FrameWriter:
             output.mux(packet)
         for target in tracks.values():
             if isinstance(target, AacEncoder | SubtitleTrack):  # what they still hold
-                output.mux(target.flush())
+                held = target.flush()
+                output.mux(held)
+                self.audio_packets += len(held) if isinstance(target, AacEncoder) else 0
 
     def _write_audio(self, output: Any, target: Any, packet: Any) -> None:
-        self.audio_packets += 1
+        """Writes `packet` (copied) or what the AAC encoder makes of it; audio_packets
+        counts the packets written (re-encoding changes their number)."""
         if isinstance(target, AacEncoder):
-            output.mux(target.encode(packet))
+            encoded = target.encode(packet)
+            output.mux(encoded)
+            self.audio_packets += len(encoded)
             return
         packet.stream = target
         output.mux(packet)
+        self.audio_packets += 1
 
     def _frame(self, rgb: np.ndarray, stamp: tuple[int | None, Fraction | None]) -> av.VideoFrame:
         height, width = self.height, self.width

@@ -56,7 +56,9 @@ class ConvertProgress:
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """A finished conversion. media_duration_s: the video's length; wall_s: time it took."""
+    """A finished conversion. audio_packets: the audio packets written to `output`, all
+    tracks (re-encoded ones counted as encoded); media_duration_s: the video's length;
+    wall_s: time it took."""
 
     output: Path
     frames: int

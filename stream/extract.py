@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -22,7 +22,8 @@ from engines.alignment import DEFAULT_PADDING, estimate_alignment, transform_poi
 from engines.errors import InvalidDataset
 from engines.faceswap_gan.dataset import MANIFEST_NAME, ExtractManifest, FaceRecord, read_manifest
 from engines.types import Detections, Face
-from stream.media_probe import main_video
+from stream.media_damage import DamagedVideo
+from stream.media_probe import check_complete, open_input, require_video
 from tracking import FaceTracker
 from tracking.association import iou_matrix
 
@@ -38,7 +39,15 @@ Progress = Callable[[int], None]
 
 
 class ExtractError(Exception):
-    """The input cannot be read or the output folder cannot be used; the message says why."""
+    """Extracting failed (a face file could not be written, no face was kept); the
+    message says why. Exit status 1 on the command line."""
+
+
+class ExtractInputError(ExtractError):
+    """The input or the output folder cannot be used as given: a missing or unreadable
+    image, a folder without images or videos, an output folder holding other faces.
+    Exit status 2 on the command line, as a bad input to `convert`. (An unreadable
+    video raises stream.media_probe.MediaRejected, with convert's messages.)"""
 
 
 @dataclass(frozen=True)
@@ -82,32 +91,32 @@ def list_inputs(source: Path) -> list[Path]:
     source = Path(source)
     if source.is_file():
         if source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
-            raise ExtractError(f"{source} is neither a video nor an image this command reads")
+            raise ExtractInputError(
+                f"input {source} is neither a video nor an image this command reads"
+            )
         return [source]
     if source.is_dir():
         files = sorted(
             p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
         )
         if not files:
-            raise ExtractError(f"{source} holds no videos or images")
+            raise ExtractInputError(f"input {source} holds no videos or images")
         return files
-    raise ExtractError(f"{source} does not exist")
+    raise ExtractInputError(f"input {source} does not exist")
 
 
 def count_frames(paths: list[Path], options: ExtractOptions) -> int | None:
-    """Frames the extract will look at (for a progress bar), or None if unknown."""
-    import av
+    """Frames the extract will look at (for a progress bar), or None if unknown.
 
+    Opens every video as iter_video_frames does, so one it cannot read raises
+    MediaRejected here, before any model loads."""
     total = 0
     for path in paths:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             total += 1
             continue
-        try:
-            with av.open(str(path)) as container:
-                frames = video.frames if (video := main_video(container)) else 0
-        except av.FFmpegError:
-            return None
+        with _open_video(path) as container:
+            frames = require_video(container, str(path)).frames
         if not frames:
             return None
         used = -(-frames // options.every)
@@ -115,41 +124,51 @@ def count_frames(paths: list[Path], options: ExtractOptions) -> int | None:
     return total
 
 
+def _open_video(path: Path) -> Any:
+    """The open container of video `path`, opened as `convert` opens its input
+    (stream.media_probe: allowed containers only, local file, index complete);
+    MediaRejected with convert's one-line reason when it cannot be used."""
+    container = open_input(path)
+    try:
+        check_complete(container, path)
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
 def iter_video_frames(
     path: Path, every: int = 1, max_frames: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(frame number, HxWx3 uint8 RGB) for every `every`-th frame of a video, via PyAV,
-    as the video is meant to be shown (a phone's rotation flag applied: upright_rgb)."""
-    import av
+    as the video is meant to be shown (a phone's rotation flag applied: upright_rgb).
 
+    Raises MediaRejected for a file that is no readable video (as `convert` does), and
+    DamagedMedia when it breaks while decoded beyond the few lost frames that are
+    skipped (with a warning; frame numbers count the frames decoded)."""
     from stream.convert_frames import upright_rgb
 
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as error:
-        raise ExtractError(f"cannot open {path} as a video: {error}") from error
-    with container:
-        stream = main_video(container)
-        if stream is None:
-            raise ExtractError(f"{path} has no video stream")
+    with _open_video(path) as container:
+        stream = require_video(container, str(path))
         stream.thread_type = "AUTO"
-        used = 0
-        try:
-            for number, frame in enumerate(container.decode(stream)):
-                if number % every:
+        video = DamagedVideo(stream, str(path))
+        used, number = 0, 0
+        for packet in video.packets(container.demux(stream)):
+            for frame in video.decode(packet):
+                number += 1
+                if (number - 1) % every:
                     continue
-                yield number, upright_rgb(frame)
+                yield number - 1, upright_rgb(frame)
                 used += 1
                 if max_frames is not None and used >= max_frames:
                     return
-        except av.FFmpegError as error:
-            raise ExtractError(f"{path} is damaged at frame {used}: {error}") from error
+        video.finish()
 
 
 def read_image(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ExtractError(f"cannot read image {path}")
+        raise ExtractInputError(f"input {path} is not a readable image")
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
@@ -285,15 +304,15 @@ def _previous(out_dir: Path, options: ExtractOptions) -> list[FaceRecord]:
     if not (out_dir / MANIFEST_NAME).is_file():
         return []
     if not options.append:
-        raise ExtractError(
+        raise ExtractInputError(
             f"{out_dir} already holds extracted faces; pass --append to add to them or pick another folder"
         )
     try:
         manifest = read_manifest(out_dir)
     except InvalidDataset as error:
-        raise ExtractError(str(error)) from error
+        raise ExtractInputError(str(error)) from error
     if manifest.size != options.size or abs(manifest.padding - options.padding) > 1e-9:
-        raise ExtractError(
+        raise ExtractInputError(
             f"{out_dir} holds faces of size {manifest.size}, padding {manifest.padding}; "
             f"append with the same --size and --padding"
         )
@@ -317,7 +336,9 @@ def extract_faces(
     """Find, align and save the faces of a video, an image or a folder of them.
 
     Writes out_dir/faces/*.png (options.size square, RGB) and out_dir/manifest.json.
-    Raises ExtractError (unreadable input, unusable output folder, no face kept).
+    Raises ExtractInputError (unreadable image, unusable output folder), MediaRejected
+    (unreadable video), DamagedMedia (a video too damaged to decode), ExtractError (a
+    face not written, no face kept).
     """
     options = options or ExtractOptions()
     out_dir = Path(out_dir)

@@ -248,6 +248,7 @@ def _track(conn: Connection, path: Path, stage: Any) -> None:
     ("stopped",) after a ("stop",); ("error", message) when the file cannot be read.
     Frames are decoded in a thread of their own (FFmpeg runs without the interpreter
     lock), a few ahead of the face stage."""
+    from stream.media_damage import DamagedMedia
     from stream.pipeline import FrameContext
 
     frames: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -259,6 +260,9 @@ def _track(conn: Connection, path: Path, stage: Any) -> None:
     index = 0
     try:
         while (item := frames.get()) is not None:
+            if isinstance(item, DamagedMedia):  # the parent's reader breaks here too, and says so
+                conn.send(("end", index))
+                return
             if isinstance(item, BaseException):
                 conn.send(("error", f"{type(item).__name__}: {item}"))
                 return
@@ -283,11 +287,13 @@ def _track(conn: Connection, path: Path, stage: Any) -> None:
 
 def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None:
     """(RGB frame, time in seconds) of `path`'s first video stream onto `frames`, then
-    None (or the error). Times as the parent's FrameReader gives them."""
+    None (or the error). Frames and times as the parent's FrameReader gives them: the
+    same few frames lost to damaged data are skipped (it warns about them, not this)."""
     import av
 
     from stream.convert_frames import upright_rgb
     from stream.convert_io import stamp_seconds
+    from stream.media_damage import DamagedVideo
     from stream.media_probe import main_video
 
     try:
@@ -296,12 +302,14 @@ def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None
             if stream is None:
                 raise ValueError(f"{path} has no video stream")
             stream.thread_type = "AUTO"
-            for packet in container.demux(stream):
-                for frame in packet.decode():
+            video = DamagedVideo(stream, str(path), warn=False)
+            for packet in video.packets(container.demux(stream)):
+                for frame in video.decode(packet):
                     if halt.is_set():
                         return
                     time_s = stamp_seconds(frame.pts, frame.time_base)
                     frames.put((upright_rgb(frame), time_s))
+            video.finish()
         frames.put(None)
     except Exception as error:
         frames.put(error)

@@ -219,3 +219,18 @@ Style: Default,{font},16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,1
 [Events]
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 """
+
+
+def damaged_copy(path: Path, packets: range, target: Path) -> Path:
+    """A copy of `path` with the bytes of its video packets number `packets` (in file
+    order, from 0) overwritten with 0xFF: a file damaged in the middle of its media data
+    (mdat), its container and index intact. The decoder rejects such a packet as
+    invalid data (its NAL sizes run past its end)."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        places = [(p.pos, p.size) for p in container.demux(video) if p.size and p.pos >= 0]
+    data = bytearray(path.read_bytes())
+    for pos, size in (places[i] for i in packets):
+        data[pos : pos + size] = b"\xff" * size
+    target.write_bytes(bytes(data))
+    return target

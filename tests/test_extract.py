@@ -106,41 +106,37 @@ def test_existing_extract_needs_append(tmp_path: Path) -> None:
     assert summary.kept == 5 and len(read_manifest(tmp_path).faces) == 5
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["/nonexistent/video.mp4", "OUT"], "does not exist"),
-        (
-            [
-                str(VIDEO),
-                "OUT",
-                "--track-id",
-                "999",
-                "--max-frames",
-                "1",
-                "--detect-max-side",
-                "320",
-            ],
-            "no face kept",
-        ),
-        (["BROKEN", "OUT"], "cannot open"),
-    ],
-)
+# argv (BROKEN, TEXT and OUT stand for files made in tmp_path), the one line's fragment,
+# exit status: 2 for a bad input, as `convert` answers it (its messages), 1 for a failure
+EXTRACT_ERRORS = [
+    (["/nonexistent/video.mp4", "OUT"], "input /nonexistent/video.mp4 does not exist", 2),
+    (
+        [str(VIDEO), "OUT", "--track-id", "999", "--max-frames", "1", "--detect-max-side", "320"],
+        "no face kept",
+        1,
+    ),
+    (["BROKEN", "OUT"], "broken.mp4 is not a readable video: Invalid data found", 2),
+    (["TEXT", "OUT"], "text.mp4 is not a readable video: Invalid data found", 2),
+    (["BROKEN", "OUT", "--size", "8"], "--size must be >= 16", 2),
+]
+
+
+@pytest.mark.parametrize(("args", "message", "status"), EXTRACT_ERRORS)
 def test_cli_errors_are_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str, status: int
 ) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 100)
-    args = [
-        str(tmp_path / "broken.mp4")
-        if a == "BROKEN"
-        else str(tmp_path / "out")
-        if a == "OUT"
-        else a
-        for a in args
-    ]
-    assert cli_main(["extract", *args]) == 1
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "text.mp4").write_text("just some words, not a video\n" * 30)
+    places = {
+        "BROKEN": tmp_path / "broken.mp4",
+        "TEXT": tmp_path / "text" / "text.mp4",
+        "OUT": tmp_path / "out",
+    }
+    assert cli_main(["extract", *(str(places.get(a, a)) for a in args)]) == status
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("facestream extract:") and message in err[-1]
+    assert err[-1].startswith("facestream: ") and message in err[-1], err
+    assert "Errno" not in err[-1]
 
 
 def test_cli_extract_keeps_the_largest_person(

@@ -1,11 +1,14 @@
-"""What several commands share: usage errors, the device check, stop signals."""
+"""What several commands share: usage errors, file names, one-line messages, the device
+check, stop signals."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 # Signals that end a command the way Ctrl-C does, so its cleanup runs (half-written
@@ -62,6 +65,35 @@ def stop_signals_raise() -> Iterator[None]:
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)
+
+
+# scheme://... (RFC 3986 scheme), as in http://, rtsp://, file://
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_path(text: str, role: str) -> Path:
+    """`text` (a command-line file name) as a Path; UsageError for a URL, named as given
+    (`role`: "input", "output", ...), since commands read and write local files only."""
+    if _URL.match(text):
+        action = "download it first" if role == "input" else "give a local file name"
+        raise UsageError(f"{role} {text} is a URL: only local files are accepted; {action}")
+    return Path(text)
+
+
+def one_line(error: Exception) -> str:
+    """`error` as one line for 'facestream: ...': a pydantic setting error as 'bad setting
+    NAME: ...', an OS or FFmpeg error as 'Permission denied: PATH' (not '[Errno 13] ...')."""
+    from av.error import FFmpegError
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+    if isinstance(error, OSError | FFmpegError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return " ".join(f"{error.strerror}{where}".split())
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 def check_device(device: str) -> str:

@@ -3,7 +3,8 @@
 Every frame is processed (none dropped), the audio is copied unchanged, frame count
 and timestamps are kept; the output is H.264 (MP4 by default, faststart). Bad input
 ends with one line `facestream: ...` on stderr and exit status 2; a failure while
-converting with status 1. Nothing is left behind on failure or Ctrl-C.
+converting (an input damaged beyond the few frames skipped, an FFmpeg or disk error)
+with status 1. Nothing is left behind on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from stream.commands.common import (
     check_device,
     describe_interrupt,
     interrupt_status,
+    local_path,
+    one_line,
 )
 
 SOURCE_FACE_ID = "cli"
@@ -31,8 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Apply an effect to every frame of a video file. Example: "
         "facestream convert in.mp4 out.mp4 --effect cartoon --param levels=6",
     )
-    parser.add_argument("input", type=Path, help="the video to convert")
-    parser.add_argument("output", type=Path, help="where to write the result (.mp4, .mov or .mkv)")
+    # Paths are made in run(): argparse's type=Path would turn a URL's "//" into "/".
+    parser.add_argument("input", help="the video file to convert (a local file, not a URL)")
+    parser.add_argument("output", help="where to write the result (.mp4, .mov or .mkv)")
     parser.add_argument("--effect", required=True, help="effect name (see `facestream effects`)")
     parser.add_argument(
         "--param",
@@ -61,7 +65,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"),
         help="x264 speed/size trade-off (default superfast; veryfast: smaller files, more CPU)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where the models run (default auto: CUDA when present, else the CPU)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "-v",
@@ -195,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.errors import EngineError
     from stream.convert import check_output, convert_file
     from stream.face_process import FaceProcessError
+    from stream.media_damage import DamagedMedia
     from stream.media_probe import MediaRejected
     from stream.provenance import ProvenanceError
     from stream.settings import Settings
@@ -202,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
     bar = None
     faces = None
     try:
+        args.input = local_path(args.input, "input")
+        args.output = local_path(args.output, "output")
         settings = Settings(**({"device": args.device} if args.device else {}))
         if args.crf is not None and not 0 <= args.crf <= 51:
             raise UsageError(f"--crf must be between 0 and 51, got {args.crf}")
@@ -225,10 +237,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as error:  # Ctrl-C, SIGTERM, SIGHUP: the output was removed
         message = f"{describe_interrupt(error)}; no output was written"
         return _fail(bar, message, interrupt_status(error))
-    except (UsageError, MediaRejected, EngineError, ValidationError, ValueError) as error:
-        return _fail(bar, _one_line(error), 2)
+    except DamagedMedia as error:  # a ValueError, but found while converting
+        return _fail(bar, one_line(error), 1)
+    except (UsageError, MediaRejected, EngineError, ValidationError) as error:
+        return _fail(bar, one_line(error), 2)
     except (FFmpegError, OSError, ProvenanceError, FaceProcessError) as error:
-        return _fail(bar, f"conversion failed: {_one_line(error)}", 1)
+        # before ValueError: FFmpeg's InvalidDataError (and others) are ValueErrors too
+        return _fail(bar, f"conversion failed: {one_line(error)}", 1)
+    except ValueError as error:
+        return _fail(bar, one_line(error), 2)
     finally:
         if faces is not None:
             faces.close()
@@ -262,16 +279,6 @@ def _encode_options(args: argparse.Namespace) -> Any:
 
     given = {"crf": args.crf, "preset": args.preset}
     return EncodeOptions(**{name: value for name, value in given.items() if value is not None})
-
-
-def _one_line(error: Exception) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        return f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
 
 
 def _close(holder: list[Any] | None, frames: int | None = None) -> None:

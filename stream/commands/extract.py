@@ -1,4 +1,9 @@
-"""`facestream extract VIDEO_OR_DIR OUTDIR`: aligned training faces for `train faceswap`."""
+"""`facestream extract VIDEO_OR_DIR OUTDIR`: aligned training faces for `train faceswap`.
+
+As with `convert`, a bad input or option ends with one line `facestream: ...` and exit
+status 2 (videos are opened and judged as convert opens its input), a failure while
+extracting (a video damaged beyond the few frames skipped, nothing kept) with status 1.
+"""
 
 from __future__ import annotations
 
@@ -49,7 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--track-id", type=int, default=None, help="keep only this track id (see the summary)"
     )
     parser.add_argument("--append", action="store_true", help="add to the faces already in OUTDIR")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where face detection runs (default auto: CUDA when present, else the CPU)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -62,26 +72,27 @@ def _device(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from av.error import FFmpegError
     from tqdm import tqdm
 
     from engines.errors import EngineError
+    from stream.commands.common import UsageError, local_path, one_line
     from stream.extract import (
         ExtractError,
+        ExtractInputError,
         ExtractOptions,
         count_frames,
         extract_faces,
         list_inputs,
     )
+    from stream.media_damage import DamagedMedia
+    from stream.media_probe import MediaRejected
 
     if args.size < 16 or args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
-        print(
-            "facestream extract: --size must be >= 16, --every and --max-frames >= 1",
-            file=sys.stderr,
-        )
+        print("facestream: --size must be >= 16, --every and --max-frames >= 1", file=sys.stderr)
         return 2
     try:
+        source, out_dir = local_path(args.source, "input"), local_path(args.out_dir, "output")
         options = ExtractOptions(
             size=args.size,
             padding=args.padding,
@@ -95,14 +106,15 @@ def run(args: argparse.Namespace) -> int:
             append=args.append,
             device=_device(args.device),
         )
-        total = count_frames(list_inputs(Path(args.source)), options)
+        total = count_frames(list_inputs(source), options)
         with tqdm(total=total, unit="frame", desc="extract", file=sys.stderr) as bar:
-            summary = extract_faces(
-                Path(args.source), Path(args.out_dir), options, progress=bar.update
-            )
-    except (ExtractError, EngineError, ValueError, OSError) as error:
-        print(f"facestream extract: {error}", file=sys.stderr)
-        return 1
+            summary = extract_faces(source, out_dir, options, progress=bar.update)
+    except DamagedMedia as error:  # a ValueError, but found while extracting
+        return _fail(one_line(error), 1)
+    except (UsageError, MediaRejected, ExtractInputError) as error:
+        return _fail(one_line(error), 2)
+    except (ExtractError, EngineError, FFmpegError, OSError, ValueError) as error:
+        return _fail(one_line(error), 1)
     tracks = ", ".join(
         f"{track}: {count}" for track, count in sorted(summary.tracks.items()) if track >= 0
     )
@@ -112,3 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if tracks:
         print(f"faces per track id: {tracks}")
     return 0
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"facestream: {message}", file=sys.stderr)
+    return status

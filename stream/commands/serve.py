@@ -10,13 +10,26 @@ from pydantic import ValidationError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve the webcam filter, overlay and conversion pages"
+        "serve",
+        help="serve the webcam filter, overlay and conversion pages",
+        description="Run the HTTP + WebRTC server: the webcam filter page (/), the OBS "
+        "overlay (/overlay), file conversion (/convert, /jobs), WHIP/WHEP and the JSON API. "
+        "Options override the FACESTREAM_* environment variables (see the README).",
     )
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     parser.add_argument(
-        "--backend", choices=("auto", "eager", "inductor", "tensorrt"), default=None
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where the models run (default auto: CUDA when present, else the CPU)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "eager", "inductor", "tensorrt"),
+        default=None,
+        help="how models are compiled (default auto: TensorRT if installed, else "
+        "torch.compile (inductor), else eager)",
     )
     parser.set_defaults(func=run)
 
