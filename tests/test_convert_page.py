@@ -129,7 +129,7 @@ def _too_large(folder: Path, clip: Path) -> Path:
 FAILED_UPLOADS = [
     # id, the file, words of the message the page shows
     ("not-a-video", lambda folder, clip: _text_file(folder), "not a video file"),
-    ("unreadable", _truncated, "not a readable video"),
+    ("unreadable", _truncated, "is truncated"),
     ("too-large", _too_large, "too large for this server"),
 ]
 
