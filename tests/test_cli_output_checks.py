@@ -173,3 +173,24 @@ def test_finished_conversion_bar_mode_and_provenance(
     assert output.stat().st_mode & 0o777 == 0o644  # 0666 less the umask, not mkstemp's 0600
     sidecar = json.loads(output.with_name("out.mp4.provenance.json").read_text())
     assert sidecar["visible_label"] is labelled and sidecar["effect"] == effect
+
+
+def test_a_huge_source_face_is_refused_from_its_header(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A small PNG claiming 20000x20000 pixels: refused by its stated size before any
+    decoder runs (decoding it took 2.9 GB and then said 'no face found')."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    png = (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+    face = tmp_path / "giant.png"
+    face.write_bytes(png)
+    args = ["--effect", "swap", "--source-face", str(face), "--consent"]
+    assert cli_main(["convert", str(clip), str(tmp_path / "out.mp4"), "-q", *args]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is 20000x20000 pixels, more than the limit of 40" in lines[0]

@@ -24,6 +24,8 @@ from stream.commands.common import (
 )
 
 SOURCE_FACE_ID = "cli"
+# A photo's stated size is read from this much of its start (JPEG metadata may come first).
+_HEADER_BYTES = 1 << 20
 __all__ = ["SOURCE_FACE_ID", "UsageError", "add_parser", "parse_params", "run"]
 
 
@@ -100,9 +102,18 @@ def _load_face(path: Path, models: Any) -> Any:
 
     from engines.errors import NoFaceFound, TooManyFaces
     from stream.face_store import find_single_face
+    from stream.security.image_size import MAX_IMAGE_PIXELS, pixel_size
 
     if not path.is_file():
         raise UsageError(f"source face {path} does not exist")
+    with path.open("rb") as handle:
+        size = pixel_size(handle.read(_HEADER_BYTES))
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise UsageError(
+            f"source face {path} is {size[0]}x{size[1]} pixels, more than the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels: make it smaller (for example 2000 "
+            "pixels on the longer side)"
+        )
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise UsageError(f"source face {path} is not a readable image")

@@ -24,7 +24,7 @@ from engines.errors import NoFaceFound
 from engines.types import Face
 from stream.deps import ServicesDep, client_of
 from stream.face_store import ConsentRequired
-from stream.security.image_size import pixel_size
+from stream.security.image_size import MAX_IMAGE_PIXELS, pixel_size
 from stream.security.uploads import check_upload
 from stream.services import Services
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-MAX_IMAGE_PIXELS = 40_000_000
 # Faces are compared on copies of at most this many pixels a side (encodings use a
 # 150 px face chip; detection on a full-size phone photo would take seconds).
 _SIMILARITY_SIDE = 1280

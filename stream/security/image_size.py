@@ -11,6 +11,9 @@ Usage:
 
 from __future__ import annotations
 
+# The largest photo facestream decodes (a face photo, an uploaded or --source-face one).
+MAX_IMAGE_PIXELS = 40_000_000
+
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): not
 # DHT (C4), JPG (C8) or DAC (CC).
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
