@@ -41,6 +41,7 @@ from stream.settings import Settings
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 SLOW_EFFECT: dict[str, object] = {"name": "stylize", "params": {}}  # 54 ms a 720p frame, idle
+RUN_S = 8.0  # the slow consumer's measured run
 
 
 def _moving_frames(width: int, height: int, count: int) -> list[np.ndarray]:
@@ -113,7 +114,7 @@ async def _slow_consumer(server: RunningServer) -> SlowRun:
         await collector.wait_for(3, timeout=60)
         samples: list[tuple[int, int]] = []
         started = time.monotonic()
-        while time.monotonic() - started < 8.0:
+        while time.monotonic() - started < RUN_S:
             samples.append(_waiting_in_server(session))
             await asyncio.sleep(0.05)
         ended = time.monotonic()
@@ -141,7 +142,7 @@ def test_slow_consumer_keeps_queues_short_and_latency_flat(tmp_path: Path) -> No
     assert statistics.mean(encoded[-third:]) <= statistics.mean(encoded[:third]) + 1.0, encoded
     # The precondition, measured at the peer (what the server counts is what is under test):
     # input clearly faster than processing. A fast host's effect may keep up with the peer.
-    if run.sent_fps < 1.5 * run.received_fps:
+    if run.sent_fps < 1.15 * run.received_fps:
         pytest.skip(
             f"the effect keeps up here ({run.received_fps:.1f} fps back of "
             f"{run.sent_fps:.1f} sent): nothing to drop"
@@ -150,9 +151,10 @@ def test_slow_consumer_keeps_queues_short_and_latency_flat(tmp_path: Path) -> No
     latency = run.latencies
     third = max(len(latency) // 3, 3)
     early, late = statistics.median(latency[:third]), statistics.median(latency[-third:])
-    # A queue would add (sent - received) / received s of latency per second: with input at
-    # least 1.5x faster, 2.7 s or more between the first and the last third of the run.
-    assert late <= early + 1.5, (early, late)
+    # A queue would add (sent - received) / received s of latency per second, over the
+    # ~2/3 of the run between the thirds' middles: at least 0.8 s with input 1.15x faster.
+    queued_rise = (run.sent_fps / run.received_fps - 1) * RUN_S * 2 / 3
+    assert late <= early + max(0.5 * queued_rise, 0.4), (early, late, queued_rise)
     assert late < 5.0, (early, late)
 
 
