@@ -37,11 +37,12 @@ START_TIMEOUT_S = 120.0
 _TORCH_THREADS = 1  # measured: a second intra-op thread gains nothing here
 
 
-# Shorter files are converted faster without a child: its start (imports, the detector;
-# ~3 s on 2 cores, beside the parent's own start) costs more than it saves (~9 ms a 720p
-# frame). Measured with the CLI: 105 frames 10.5 s with it, 9.6 s without; break-even is
-# about 150 frames.
-MIN_FRAMES = 250
+# Shorter files are converted faster without a child: its start (imports, the detector,
+# beside the parent's own start) costs more than it saves (~15 ms a 720p makeup frame).
+# Measured with the CLI on 2 cores (2026-12-02, benchmarks/RESULTS.md): 60 frames 8.1-8.3 s
+# with it against 7.1-7.2 s without, 105 frames 9.5-9.9 against 9.4-9.9 s, 150 frames
+# 11.7-11.9 against 12.3-12.4 s; break-even about 110 frames.
+MIN_FRAMES = 150
 
 
 def wanted(settings: Settings, device: str, frames: int | None = None) -> bool:
