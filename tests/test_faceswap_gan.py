@@ -341,6 +341,19 @@ def test_bad_model_files_are_clear_errors(
         build_effect("gan_swap", {}, EffectResources(weights_dir=tmp_path, model_path=path))
 
 
+def test_the_training_folder_stands_for_its_model(trained: Run, tmp_path: Path) -> None:
+    """`--model` given the folder `facestream train faceswap --out` wrote (it was refused
+    as 'model file ... does not exist'); a folder without a model says what it lacks."""
+    folder = trained.model.parent
+    effect = build_effect("gan_swap", {}, EffectResources(weights_dir=tmp_path, model_path=folder))
+    assert effect is not None
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EffectUnavailable, match=r"empty.model\.pt does not exist"):
+        build_effect(
+            "gan_swap", {}, EffectResources(weights_dir=tmp_path, model_path=tmp_path / "empty")
+        )
+
+
 # ----- the gan_swap effect ----------------------------------------------------------------
 
 

@@ -74,10 +74,13 @@ _TRAIN_HINT = (
 
 
 def resolve_model_path(resources: EffectResources) -> Path | None:
-    """The explicit model path if one was given, else the newest weights/faceswap/*/model.pt."""
+    """The explicit model path if one was given (a training's output folder stands for
+    the model.pt in it), else the newest weights/faceswap/*/model.pt."""
+    from engines.faceswap_gan.modelfile import MODEL_FILENAME, find_model
+
     if resources.model_path is not None:
-        return Path(resources.model_path)
-    from engines.faceswap_gan.modelfile import find_model
+        path = Path(resources.model_path)
+        return path / MODEL_FILENAME if path.is_dir() else path
 
     return find_model(resources.weights_dir)
 
