@@ -460,8 +460,13 @@ def test_gan_swap_sends_all_faces_of_a_frame_as_one_batch(trained: Run, tmp_path
     assert len(faces) >= 5 and batches == [len(faces)] and out.shape == frame.shape
 
 
+@pytest.mark.parametrize("given", ["model file", "training folder"])
 def test_convert_with_a_trained_model(
-    trained: Run, tmp_path: Path, clip_frames: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+    trained: Run,
+    tmp_path: Path,
+    clip_frames: list[np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+    given: str,
 ) -> None:
     source = write_mp4(tmp_path / "clip.mp4", clip_frames)
     output = tmp_path / "swapped.mp4"
@@ -473,7 +478,7 @@ def test_convert_with_a_trained_model(
             "--effect",
             "gan_swap",
             "--model",
-            str(trained.model),
+            str(trained.model if given == "model file" else trained.model.parent),
             "-q",
         ]
     )

@@ -62,6 +62,8 @@ def _unavailable_reason(resources: EffectResources) -> str | None:
     if path is None:
         folder = Path(resources.weights_dir) / "style"
         return f"no style model in {folder}/: {_TRAIN_HINT}"
+    if path.is_dir():
+        return f"style model {path} is a folder: pass the model's .pth file in it"
     return f"style model {path} does not exist: {_TRAIN_HINT}"
 
 

@@ -57,7 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(required with --source-face)",
     )
     parser.add_argument(
-        "--model", type=Path, metavar="PATH", help="a model file overriding the effect's default"
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help="a model file overriding the effect's default (for gan_swap also the folder "
+        "`facestream train faceswap --out` wrote)",
     )
     parser.add_argument(
         "--crf", type=int, help="H.264 quality, 0 (lossless) .. 51 (worst); default 21"
@@ -171,7 +175,7 @@ def _prepare(args: argparse.Namespace, settings: Any, device: str) -> tuple[Any,
     _check_faces(args, spec, params)
     if args.model is not None and not _takes_model(spec):
         raise UsageError(f"effect {args.effect!r} takes no model: leave out --model")
-    if args.model is not None and not args.model.is_file():
+    if args.model is not None and not args.model.exists():
         raise UsageError(f"model file {args.model} does not exist")
     models = SharedModels(settings, device)
     faces = {}
