@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.effects.base import EffectResources, EffectSpec
 from engines.effects.registry import build_effect, get_effect_spec
-from stream.convert_io import FrameReader, FrameWriter, OutputSpec, Pump
+from stream.convert_io import FrameReader, Pump
 from stream.convert_output import (
     OUTPUT_FORMATS,
     check_output,
@@ -39,15 +39,10 @@ from stream.convert_types import (
     EncodeOptions,
     ProgressCallback,
 )
-from stream.media_probe import (
-    MediaInfo,
-    MediaLimits,
-    check,
-    check_running,
-    describe,
-    open_input,
-    probe,
-)
+from stream.convert_writer import FrameWriter, OutputSpec
+from stream.media_info import MediaInfo, describe
+from stream.media_limits import MediaLimits
+from stream.media_probe import check, check_running, open_input, probe
 from stream.models import SharedModels
 from stream.pipeline import EffectPipeline, TimingObserver
 from stream.provenance import ProvenanceInfo, check_markable, provenance_tags

@@ -24,7 +24,8 @@ from typing import Any
 
 import av
 
-from stream.media_probe import is_cover, open_input
+from stream.media_info import is_cover
+from stream.media_probe import open_input
 
 logger = logging.getLogger(__name__)
 

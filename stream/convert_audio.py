@@ -23,7 +23,8 @@ from typing import Any
 
 import av
 
-from stream.media_probe import MediaRejected, open_input
+from stream.media_limits import MediaRejected
+from stream.media_probe import open_input
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from engines.errors import InvalidDataset
 from engines.faceswap_gan.dataset import MANIFEST_NAME, ExtractManifest, FaceRecord, read_manifest
 from engines.types import Detections, Face
 from stream.media_damage import DamagedVideo
-from stream.media_probe import check_complete, open_input, require_video
+from stream.media_info import require_video
+from stream.media_probe import check_complete, open_input
 from tracking import FaceTracker
 from tracking.association import iou_matrix
 

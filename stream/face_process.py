@@ -295,7 +295,7 @@ def _decode(path: Path, frames: queue.Queue[Any], halt: threading.Event) -> None
     from stream.convert_frames import upright_rgb
     from stream.convert_io import stamp_seconds
     from stream.media_damage import DamagedVideo
-    from stream.media_probe import main_video
+    from stream.media_info import main_video
 
     try:
         with av.open(str(path)) as container:

@@ -45,7 +45,8 @@ from stream.job_types import (
     read_record,
     write_record,
 )
-from stream.media_probe import MediaRejected, probe
+from stream.media_limits import MediaRejected
+from stream.media_probe import probe
 from stream.models import SharedModels
 from stream.settings import Settings
 

@@ -25,7 +25,8 @@ from security_helpers import rss_bytes, write_clip
 from server_helpers import running_server
 
 from stream.cli import main as cli_main
-from stream.media_probe import MediaRejected, check_complete, open_input, probe
+from stream.media_limits import MediaRejected
+from stream.media_probe import check_complete, open_input, probe
 from stream.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)

@@ -17,7 +17,8 @@ from convert_helpers import cut_clip
 from engines.effects.base import EffectResources
 from stream.cli import main as cli_main
 from stream.convert import convert_file
-from stream.media_probe import MediaLimits, MediaRejected, matroska_segment_end, probe
+from stream.media_limits import MediaLimits, MediaRejected
+from stream.media_probe import matroska_segment_end, probe
 from stream.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)

@@ -12,7 +12,8 @@ from convert_helpers import VIDEO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.media_probe import MediaLimits, MediaRejected, open_input, probe
+from stream.media_limits import MediaLimits, MediaRejected
+from stream.media_probe import open_input, probe
 
 
 def test_probe_describes_the_shared_video() -> None:

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.convert import check_output, convert_file
     from stream.face_process import FaceProcessError
     from stream.media_damage import DamagedMedia
-    from stream.media_probe import MediaRejected
+    from stream.media_limits import MediaRejected
     from stream.provenance import ProvenanceError
     from stream.settings import Settings
 

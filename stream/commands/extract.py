@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         list_inputs,
     )
     from stream.media_damage import DamagedMedia
-    from stream.media_probe import MediaRejected
+    from stream.media_limits import MediaRejected
 
     if args.size < 16 or args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
         print("facestream: --size must be >= 16, --every and --max-frames >= 1", file=sys.stderr)

@@ -22,7 +22,8 @@ from engines.effects.base import EffectSpec
 from engines.effects.registry import get_effect_spec
 from stream.deps import ServicesDep, client_of
 from stream.jobs import JobFailed, JobManager, JobNotFinished, JobNotFound, JobQueueFull
-from stream.media_probe import MediaRejected, probe
+from stream.media_limits import MediaRejected
+from stream.media_probe import probe
 from stream.security.uploads import SNIFF_BYTES, check_signature
 from stream.services import Services
 from stream.sessions import EffectChoice
