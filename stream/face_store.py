@@ -75,6 +75,7 @@ class FaceStore(Mapping[str, np.ndarray]):
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._ids: list[str] = self._scan()
+        self._withdrawn: set[str] = set()  # deleted by request (consent withdrawn), not evicted
 
     def _scan(self) -> list[str]:
         if not self.directory.is_dir():
@@ -124,8 +125,15 @@ class FaceStore(Mapping[str, np.ndarray]):
             if face_id not in self._ids:
                 return False
             self._ids.remove(face_id)
+            self._withdrawn.add(face_id)
             self._delete_files(face_id)
             return True
+
+    def is_withdrawn(self, face_id: str) -> bool:
+        """Whether `face_id` was deleted by request (its uploader withdrew consent); a
+        face evicted to make room is not: sessions already using it may go on."""
+        with self._lock:
+            return face_id in self._withdrawn
 
     def __getitem__(self, face_id: str) -> np.ndarray:
         if not isinstance(face_id, str) or not _FACE_ID.match(face_id):

@@ -47,19 +47,28 @@ def _upload_face(client: httpx.Client, name: str = "paul_rudd") -> str:
     return face_id
 
 
-def test_the_swap_effect_stops_once_its_source_is_gone() -> None:
+def test_the_swap_effect_stops_once_its_source_is_withdrawn(tmp_path: Path) -> None:
     """The effect's own check (for a session or job that started as the face was being
-    deleted): the first frame after says so, every later one is left as it is."""
+    deleted): the first frame after says so, every later one is left as it is. A face
+    evicted to make room in the store is not withdrawn: the swap goes on."""
+    from stream.face_store import FaceStore
+
     group = load_rgb(SHARED_DATA / "multiface.jpg")
     faces = faces_in(group)
-    sources = {"paul": load_rgb(portrait_path("paul_rudd"), 1024)}
-    effect = build_effect("swap", {"source_face": "paul"}, EffectResources(source_faces=sources))
+    store = FaceStore(tmp_path, max_faces=1)
+    paul = store.add(load_rgb(portrait_path("paul_rudd"), 1024), consent=True)
+    effect = build_effect("swap", {"source_face": paul}, EffectResources(source_faces=store))
     assert np.any(effect.apply(group.copy(), faces) != group)
-    del sources["paul"]
+    store.add(load_rgb(portrait_path("shea_whigham"), 1024), consent=True)  # evicts paul
+    assert paul not in store and np.any(effect.apply(group.copy(), faces) != group)
+    other = build_effect(
+        "swap", {"source_face": next(iter(store))}, EffectResources(source_faces=store)
+    )
+    assert store.remove(next(iter(store)))
     with pytest.raises(SourceWithdrawn, match="deleted"):
-        effect.apply(group.copy(), faces)
+        other.apply(group.copy(), faces)
     for _ in range(2):
-        np.testing.assert_array_equal(effect.apply(group.copy(), faces), group)
+        np.testing.assert_array_equal(other.apply(group.copy(), faces), group)
 
 
 async def test_a_live_swap_stops_when_its_face_is_deleted(tmp_path: Path) -> None:

@@ -220,12 +220,14 @@ def _build(params: Mapping[str, Any], resources: EffectResources) -> Effect:
         raise
     except ValueError as error:
         raise InvalidParams(f"the source face {face_id!r} cannot be used: {error}") from error
-    faces = resources.source_faces
+    # A store that knows withdrawn faces (stream.face_store.FaceStore) is asked every
+    # frame; eviction to make room does not stop a running swap.
+    withdrawn = getattr(resources.source_faces, "is_withdrawn", None)
     return FaceSwap(
         source,
         shading=float(params["shading"]),
         identity=float(params["identity"]),
-        still_allowed=lambda: face_id in faces,
+        still_allowed=None if withdrawn is None else (lambda: not withdrawn(face_id)),
     )
 
 
