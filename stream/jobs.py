@@ -106,6 +106,9 @@ class JobManager:
         for job in self._jobs.values():
             job.cancel.set()
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        for job in list(self._jobs.values()):
+            if job.state not in TERMINAL:  # still queued: its run was cancelled unstarted
+                self._finish_cancelled(job)
         if self._faces is not None:
             await asyncio.to_thread(self._faces.close)
             self._faces = None
