@@ -7,7 +7,7 @@ models, like a device worker), and a writer (H.264 encode + mux). Queues between
 are bounded. Given a :class:`stream.face_process.FaceProcess` (on a CPU), the face
 stage runs in that process instead, over the same file, so a second core is used
 without the threads fighting over Python's interpreter lock. Audio and subtitle tracks
-and attachments are kept (stream.convert_io), video timestamps are kept,
+and attachments are kept (stream.convert_writer), video timestamps are kept,
 and the result is written to ``OUTPUT.part-XXXX`` next to OUTPUT and renamed at the end,
 so an interrupted run leaves no half file.
 """

@@ -48,7 +48,7 @@ class ExtractInputError(ExtractError):
     """The input or the output folder cannot be used as given: a missing or unreadable
     image, a folder without images or videos, an output folder holding other faces.
     Exit status 2 on the command line, as a bad input to `convert`. (An unreadable
-    video raises stream.media_probe.MediaRejected, with convert's messages.)"""
+    video raises stream.media_limits.MediaRejected, with convert's messages.)"""
 
 
 @dataclass(frozen=True)

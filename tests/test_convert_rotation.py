@@ -177,7 +177,7 @@ def test_odd_sizes_are_kept_where_the_pixel_format_allows(
     output = tmp_path / "out.mp4"
     settings = Settings(data_dir=tmp_path / "data")
     encode = EncodeOptions(pix_fmt=pix_fmt)
-    with caplog.at_level(logging.WARNING, logger="stream.convert_io"):
+    with caplog.at_level(logging.WARNING, logger="stream.convert_writer"):
         convert_file(source, output, "none", {}, EffectResources(), settings, encode=encode)
     with av.open(str(output)) as container:
         context = container.streams.video[0].codec_context
